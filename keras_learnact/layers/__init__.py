@@ -1,0 +1,11 @@
+"""Learnable activation layers.
+
+Every layer here subclasses `LearnableActivation` and is registered for
+serialisation under the package name `keras_learnact`.
+"""
+
+from keras_learnact.layers.abu import ABU
+from keras_learnact.layers.adaptive_scaling import AdaptiveScaling
+from keras_learnact.layers.base import LearnableActivation
+
+__all__ = ["ABU", "AdaptiveScaling", "LearnableActivation"]

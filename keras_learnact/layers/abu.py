@@ -1,0 +1,237 @@
+"""Adaptive Blending Units: a learned blend of fixed activations."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_learnact.layers import _basis
+from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.base import check_choice
+
+DEFAULT_BASIS = ("relu", "elu", "tanh", "swish", "identity")
+NORMALIZATIONS = (
+    "unrestricted", "normalized", "absnormed", "posnormed", "softmax"
+)
+POSNORM_MIN = 1e-4
+POSNORM_MAX = 1e3
+
+
+def normalize_blend(theta, mode, reference_posnormed=False):
+    """Maps raw blend weights `theta` to the weights ABU applies.
+
+    Works on the last axis, so `theta` may be `(n,)` or `(channels, n)`.
+
+    Args:
+        theta: the raw weights, a tensor.
+        mode: one of `NORMALIZATIONS`:
+            `"unrestricted"`: `w = theta`;
+            `"normalized"`: `w = theta / sum(theta)` (no epsilon: the sum can
+            cross zero, which flips signs and blows up, as in the paper);
+            `"absnormed"`: `w = theta / sum(|theta|)`;
+            `"posnormed"`: `c = clip(theta, 1e-4, 1e3); w = c / sum(c)`;
+            `"softmax"`: `w = softmax(theta)`.
+        reference_posnormed: reproduce the released reference code, in which
+            posnormed computed `theta / sum(theta)` (the same as normalized).
+
+    Returns:
+        A tensor shaped like `theta`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> w = normalize_blend(np.array([1.0, 3.0], "float32"), "normalized")
+    >>> np.asarray(w).tolist()
+    [0.25, 0.75]
+    """
+    if mode == "unrestricted":
+        return theta
+    if mode == "normalized" or (mode == "posnormed" and reference_posnormed):
+        return theta / ops.sum(theta, axis=-1, keepdims=True)
+    if mode == "absnormed":
+        return theta / ops.sum(ops.abs(theta), axis=-1, keepdims=True)
+    if mode == "posnormed":
+        clipped = ops.clip(theta, POSNORM_MIN, POSNORM_MAX)
+        return clipped / ops.sum(clipped, axis=-1, keepdims=True)
+    if mode == "softmax":
+        return ops.softmax(theta, axis=-1)
+    raise ValueError(
+        f"Unknown normalization {mode!r}. Allowed: {', '.join(NORMALIZATIONS)}."
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class ABU(LearnableActivation):
+    """Adaptive Blending Unit: a learned weighted sum of fixed activations.
+
+    Formula:
+
+        ABU(x) = sum_j w_j * g_j(x),     w = N(theta)
+
+    where `g_j` are the basis functions, `theta` the trainable raw blend
+    weights (weight `blend_weights`, initialised to `1/n` each) and `N` the
+    normalisation mode. The default basis is the paper's, in its order:
+    ReLU, ELU, tanh, Swish `x * sigmoid(beta * x)` with a trainable `beta`
+    (weight `swish_beta`, init 1.0) and the identity.
+
+    Normalisation modes (`normalization`):
+
+    | mode | weights |
+    |---|---|
+    | `unrestricted` (default, the paper's best) | `theta` |
+    | `normalized` | `theta / sum(theta)` |
+    | `absnormed` | `theta / sum(abs(theta))` |
+    | `posnormed` | `c / sum(c)`, `c = clip(theta, 1e-4, 1e3)` |
+    | `softmax` | `softmax(theta)` |
+
+    `normalized` divides by a sum that can cross zero; like the paper, no
+    epsilon is added, so watch for sign flips with it.
+
+    With `granularity="layer"` (the paper) `theta` has shape `(n,)` and
+    `beta` is a scalar; with `"channel"` each channel of `axis` has its own
+    `theta` (shape `(channels, n)`) and `beta` (shape `(channels,)`).
+
+    Args:
+        basis: names of the basis functions, any elementwise Keras activation
+            (`"relu"`, `"elu"`, `"tanh"`, `"selu"`, `"softplus"`, ...),
+            `"swish"` (with trainable beta) or `"identity"`. Default: the
+            paper's `("relu", "elu", "tanh", "swish", "identity")`.
+        normalization: one of `"unrestricted"`, `"normalized"`,
+            `"absnormed"`, `"posnormed"`, `"softmax"`.
+        initial_weights: optional raw blend weights, one per basis function;
+            default `1/n` each.
+        blend_weights_trainable: whether `theta` is learned (default True).
+            `False` keeps the initial blend, as in the paper's frozen
+            ablation; `beta` stays trainable.
+        granularity: `"layer"` (default) or `"channel"`.
+        axis: the channel axis for channel granularity (default -1).
+        reference_posnormed: if True, `posnormed` behaves as the released
+            reference code did (identical to `normalized`). Default False:
+            the intended clip-then-normalise semantics.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import keras, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((32, 32, 3)),
+    ...     keras.layers.Conv2D(16, 3),
+    ...     kla.layers.ABU(normalization="softmax"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(10),
+    ... ])
+    >>> model.layers[1].normalized_weights().round(2).tolist()
+    [0.2, 0.2, 0.2, 0.2, 0.2]
+
+    Reference:
+        Sütfeld, Brieger, Finger, Füllhase, Pipa, "Adaptive Blending Units:
+        Trainable Activation Functions for Deep Neural Networks",
+        arXiv:1806.10064.
+    """
+
+    def __init__(self, basis=DEFAULT_BASIS, normalization="unrestricted",
+                 initial_weights=None, blend_weights_trainable=True,
+                 granularity="layer", axis=-1, reference_posnormed=False,
+                 **kwargs):
+        super().__init__(granularity=granularity, axis=axis, **kwargs)
+        if isinstance(basis, str) or not basis:
+            raise ValueError(
+                f"Invalid basis={basis!r}: expected a non-empty list of "
+                f"activation names from: {', '.join(_basis.ALLOWED)}."
+            )
+        self.basis = tuple(
+            _basis.check_name(n, "basis function") for n in basis
+        )
+        self.normalization = check_choice(
+            "normalization", normalization, NORMALIZATIONS
+        )
+        if initial_weights is not None:
+            values = np.asarray(initial_weights, dtype="float64")
+            if values.shape != (len(self.basis),):
+                raise ValueError(
+                    f"Invalid initial_weights={initial_weights!r}: expected "
+                    f"{len(self.basis)} numbers, one per basis function "
+                    f"{list(self.basis)}."
+                )
+            if not np.all(np.isfinite(values)):
+                raise ValueError(
+                    f"Invalid initial_weights={initial_weights!r}: every "
+                    "weight must be finite."
+                )
+            initial_weights = [float(v) for v in values]
+        self.initial_weights = initial_weights
+        self.blend_weights_trainable = bool(blend_weights_trainable)
+        self.reference_posnormed = bool(reference_posnormed)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        n = len(self.basis)
+        start = self.initial_weights or [1.0 / n] * n
+        self.blend_weights = self.add_weight(
+            name="blend_weights",
+            shape=self.param_shape(n),
+            initializer=lambda shape, dtype=None: ops.convert_to_tensor(
+                np.broadcast_to(np.asarray(start, "float32"), shape).copy(),
+                dtype=dtype,
+            ),
+            trainable=self.blend_weights_trainable,
+        )
+        self.swish_beta = None
+        if _basis.PARAMETRIC in self.basis:
+            self.swish_beta = self.add_weight(
+                name="swish_beta",
+                shape=self.param_shape(),
+                initializer=keras.initializers.Constant(1.0),
+            )
+
+    def blend(self):
+        """The normalised blend weights `w = N(theta)` as a tensor.
+
+        Returns:
+            A float32 tensor of shape `(n,)` or `(channels, n)`.
+        """
+        return normalize_blend(
+            self.blend_weights, self.normalization, self.reference_posnormed
+        )
+
+    def normalized_weights(self):
+        """The normalised blend weights `w = N(theta)` as a NumPy array.
+
+        Returns:
+            A float32 array of shape `(n,)` (layer granularity) or
+            `(channels, n)` (channel granularity), in the order of `basis`.
+
+        Example:
+
+        >>> import keras_learnact as kla
+        >>> abu = kla.layers.ABU(["relu", "tanh"], normalization="normalized",
+        ...                      initial_weights=[3.0, 1.0])
+        >>> abu.build((None, 4))
+        >>> abu.normalized_weights().tolist()
+        [0.75, 0.25]
+        """
+        return np.asarray(ops.convert_to_numpy(self.blend()), dtype="float32")
+
+    def call(self, inputs, training=None):
+        ndim = len(inputs.shape)
+        weights = ops.cast(self.blend(), inputs.dtype)
+        beta = None
+        if self.swish_beta is not None:
+            beta = self.broadcast(ops.cast(self.swish_beta, inputs.dtype), ndim)
+        outputs = None
+        for j, name in enumerate(self.basis):
+            term = self.broadcast(weights[..., j], ndim) * _basis.apply(
+                name, inputs, beta
+            )
+            outputs = term if outputs is None else outputs + term
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "basis": list(self.basis),
+            "normalization": self.normalization,
+            "initial_weights": self.initial_weights,
+            "blend_weights_trainable": self.blend_weights_trainable,
+            "reference_posnormed": self.reference_posnormed,
+        })
+        return config

@@ -1,0 +1,92 @@
+"""Adaptive scaling ("alpha-activations"): `y = alpha * g(x)`."""
+
+import keras
+from keras import initializers
+from keras import ops
+
+from keras_learnact.layers import _basis
+from keras_learnact.layers.base import LearnableActivation
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class AdaptiveScaling(LearnableActivation):
+    """A fixed activation scaled by a learned factor: `y = alpha * g(x)`.
+
+    `g` is any named elementwise Keras activation. For `"swish"`,
+    `g(x) = x * sigmoid(beta * x)` with `beta` trainable as well. This is an
+    Adaptive Blending Unit with a single basis function in unrestricted mode;
+    the ABU paper's claim is that the learned scale helps by countering
+    covariate shift during training.
+
+    Weights: `alpha` (init 1.0) and, for swish, `swish_beta` (init 1.0), one
+    value per layer or one per channel.
+
+    Args:
+        activation: the name of the activation `g`, for instance `"relu"`,
+            `"tanh"`, `"elu"`, `"selu"`, `"swish"` or `"identity"`.
+        granularity: `"layer"` (default, as in the paper) or `"channel"`.
+        axis: the channel axis for channel granularity (default -1).
+        alpha_initializer: initializer of `alpha`, default 1.0.
+        alpha_regularizer: optional regularizer of `alpha`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import keras, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(8),
+    ...     kla.layers.AdaptiveScaling("tanh"),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> model.layers[1].alpha.shape
+    ()
+
+    Reference:
+        Sütfeld et al., "Adaptive Blending Units: Trainable Activation
+        Functions for Deep Neural Networks", arXiv:1806.10064.
+    """
+
+    def __init__(self, activation="relu", granularity="layer", axis=-1,
+                 alpha_initializer=None, alpha_regularizer=None, **kwargs):
+        super().__init__(granularity=granularity, axis=axis, **kwargs)
+        self.activation = _basis.check_name(activation)
+        self.alpha_initializer = initializers.get(
+            alpha_initializer or initializers.Constant(1.0)
+        )
+        self.alpha_regularizer = keras.regularizers.get(alpha_regularizer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.alpha = self.add_weight(
+            name="alpha",
+            shape=self.param_shape(),
+            initializer=self.alpha_initializer,
+            regularizer=self.alpha_regularizer,
+        )
+        self.swish_beta = None
+        if self.activation == _basis.PARAMETRIC:
+            self.swish_beta = self.add_weight(
+                name="swish_beta",
+                shape=self.param_shape(),
+                initializer=initializers.Constant(1.0),
+            )
+
+    def call(self, inputs, training=None):
+        ndim = len(inputs.shape)
+        alpha = self.broadcast(ops.cast(self.alpha, inputs.dtype), ndim)
+        beta = None
+        if self.swish_beta is not None:
+            beta = self.broadcast(ops.cast(self.swish_beta, inputs.dtype), ndim)
+        return alpha * _basis.apply(self.activation, inputs, beta)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "activation": self.activation,
+            "alpha_initializer": initializers.serialize(self.alpha_initializer),
+            "alpha_regularizer": keras.regularizers.serialize(
+                self.alpha_regularizer
+            ),
+        })
+        return config

@@ -1,0 +1,41 @@
+"""Test configuration shared by every test module.
+
+The backend comes from `KERAS_BACKEND` (tensorflow when unset). Under JAX,
+float64 is switched on so that gradient checks can run in double precision.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ["KERAS_BACKEND"] == "jax":
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {keras.backend.backend()}"
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrises `case` over the `cases` of a layer contract class."""
+    if "case" in metafunc.fixturenames and metafunc.cls is not None:
+        cases = getattr(metafunc.cls, "cases", ())
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts from the float32 policy and a fixed seed."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()

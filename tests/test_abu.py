@@ -1,0 +1,301 @@
+"""ABU and AdaptiveScaling: values, gradients, models, errors, contract."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_learnact as kla
+
+from layer_contract import LayerCase
+from layer_contract import LayerContract
+from numeric import assert_gradients_match
+
+GRID = np.linspace(-5.0, 5.0, 41)
+
+
+# -- independent NumPy statements of the functions --
+
+def np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+NP_BASIS = {
+    "relu": lambda x, b: np.maximum(x, 0.0),
+    "elu": lambda x, b: np.where(x > 0, x, np.exp(np.minimum(x, 0)) - 1.0),
+    "tanh": lambda x, b: np.tanh(x),
+    "swish": lambda x, b: x * np_sigmoid(b * x),
+    "identity": lambda x, b: x,
+    "selu": lambda x, b: 1.0507009873554805 * np.where(
+        x > 0, x, 1.6732632423543772 * (np.exp(np.minimum(x, 0)) - 1.0)),
+    "softplus": lambda x, b: np.log1p(np.exp(x)),
+    "sigmoid": lambda x, b: np_sigmoid(x),
+}
+
+
+def np_normalize(theta, mode):
+    theta = np.asarray(theta, "float64")
+    if mode == "unrestricted":
+        return theta
+    if mode == "normalized":
+        return theta / theta.sum(-1, keepdims=True)
+    if mode == "absnormed":
+        return theta / np.abs(theta).sum(-1, keepdims=True)
+    if mode == "posnormed":
+        c = np.clip(theta, 1e-4, 1e3)
+        return c / c.sum(-1, keepdims=True)
+    if mode == "softmax":
+        e = np.exp(theta - theta.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    raise AssertionError(mode)
+
+
+def np_abu(x, basis, theta, mode, beta=1.0):
+    w = np_normalize(theta, mode)
+    return sum(w[j] * NP_BASIS[name](x, beta) for j, name in enumerate(basis))
+
+
+# -- values --
+
+THETA = [0.7, -0.4, 1.3, 0.25, -0.9]
+
+
+@pytest.mark.parametrize("mode", kla.layers.abu.NORMALIZATIONS)
+def test_abu_values_every_mode(mode):
+    layer = kla.ABU(normalization=mode, initial_weights=THETA)
+    layer.build((None, 1))
+    layer.swish_beta.assign(1.7)
+    expected = np_abu(GRID, kla.layers.abu.DEFAULT_BASIS, THETA, mode, 1.7)
+    np.testing.assert_allclose(
+        layer.curve(GRID)[0], expected, rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        layer.normalized_weights(), np_normalize(THETA, mode), rtol=1e-6
+    )
+
+
+def test_posnormed_clips_then_normalises_and_reference_quirk():
+    theta = [2.0, -1.0, 0.5, 1e4, 0.0]
+    intended = kla.ABU(normalization="posnormed", initial_weights=theta)
+    quirk = kla.ABU(normalization="posnormed", initial_weights=theta,
+                    reference_posnormed=True)
+    for layer in (intended, quirk):
+        layer.build((None, 3))
+    clipped = np.array([2.0, 1e-4, 0.5, 1e3, 1e-4])
+    np.testing.assert_allclose(
+        intended.normalized_weights(), clipped / clipped.sum(), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        quirk.normalized_weights(), np.array(theta) / sum(theta), rtol=1e-6
+    )
+
+
+def test_default_blend_is_uniform_and_paper_basis_order():
+    layer = kla.ABU()
+    layer.build((None, 3))
+    assert layer.basis == ("relu", "elu", "tanh", "swish", "identity")
+    np.testing.assert_allclose(layer.normalized_weights(), [0.2] * 5)
+    assert float(ops.convert_to_numpy(layer.swish_beta)) == 1.0
+
+
+def test_channel_granularity_has_independent_blends():
+    layer = kla.ABU(["relu", "tanh", "sigmoid"], granularity="channel")
+    layer.build((None, 4, 4, 3))
+    theta = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 3.0]])
+    layer.blend_weights.assign(theta)
+    assert layer.blend_weights.shape == (3, 3)
+    curves = layer.curve(GRID)
+    assert curves.shape == (3, len(GRID))
+    for c in range(3):
+        expected = np_abu(GRID, ["relu", "tanh", "sigmoid"], theta[c],
+                          "unrestricted")
+        np.testing.assert_allclose(curves[c], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channels_first_axis():
+    layer = kla.ABU(["relu", "identity"], granularity="channel", axis=1)
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 5)).astype("float32")
+    layer.build(x.shape)
+    theta = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
+    layer.blend_weights.assign(theta)
+    y = ops.convert_to_numpy(layer(x))
+    for c in range(3):
+        expected = theta[c, 0] * np.maximum(x[:, c], 0) + theta[c, 1] * x[:, c]
+        np.testing.assert_allclose(y[:, c], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_any_keras_activation_in_basis():
+    basis = ["selu", "softplus", "sigmoid"]
+    layer = kla.ABU(basis, initial_weights=[0.5, -1.0, 2.0])
+    layer.build((None, 2))
+    np.testing.assert_allclose(
+        layer.curve(GRID)[0],
+        np_abu(GRID, basis, [0.5, -1.0, 2.0], "unrestricted"),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "elu", "selu", "swish",
+                                  "identity"])
+def test_adaptive_scaling_values(name):
+    layer = kla.AdaptiveScaling(name, granularity="channel")
+    layer.build((None, 2))
+    layer.alpha.assign([1.5, -0.5])
+    if name == "swish":
+        layer.swish_beta.assign([0.5, 2.0])
+        betas = [0.5, 2.0]
+    else:
+        betas = [1.0, 1.0]
+    curves = layer.curve(GRID)
+    for c, alpha in enumerate([1.5, -0.5]):
+        np.testing.assert_allclose(
+            curves[c], alpha * NP_BASIS[name](GRID, betas[c]),
+            rtol=1e-5, atol=1e-6,
+        )
+
+
+# -- gradients --
+
+# Points kept away from the kink of relu/elu at 0.
+X_GRAD = np.array([[-2.1, -0.7, 0.4, 1.9], [0.8, -1.3, 2.6, -0.2]])
+
+
+@pytest.mark.parametrize("mode", kla.layers.abu.NORMALIZATIONS)
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_abu_gradients_match_finite_differences(mode, granularity):
+    layer = kla.ABU(normalization=mode, initial_weights=THETA,
+                    granularity=granularity, dtype="float64")
+    layer.build(X_GRAD.shape)
+    if mode == "posnormed":  # keep every weight inside the clip range
+        layer.blend_weights.assign(
+            np.abs(ops.convert_to_numpy(layer.blend_weights)) + 0.1)
+    layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
+    assert_gradients_match(layer, X_GRAD)
+
+
+@pytest.mark.parametrize("name", ["tanh", "swish", "elu"])
+def test_adaptive_scaling_gradients(name):
+    layer = kla.AdaptiveScaling(name, granularity="channel", dtype="float64")
+    layer.build(X_GRAD.shape)
+    layer.alpha.assign([1.5, -0.5, 0.7, 2.0])
+    assert_gradients_match(layer, X_GRAD)
+
+
+# -- use in the three kinds of model --
+
+def _regression_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    return x, np.sin(x).sum(axis=1, keepdims=True)
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = keras.layers.Dense(16)
+        self.act = kla.ABU(granularity="channel")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.act(self.hidden(x)))
+
+
+def _sequential():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(16),
+                             kla.ABU(), keras.layers.Dense(1)])
+
+
+def _functional():
+    inputs = keras.Input((4,))
+    h = kla.AdaptiveScaling("swish")(keras.layers.Dense(16)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(1)(h))
+
+
+@pytest.mark.parametrize("build", [_sequential, _functional, SubclassedNet])
+def test_trains_in_every_kind_of_model(build):
+    x, y = _regression_data()
+    model = build()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    first = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < 0.5 * first
+
+
+# -- bad input --
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"normalization": "l2"}, "'l2'"),
+    ({"basis": ["relu", "nope"]}, "'nope'"),
+    ({"basis": []}, "non-empty"),
+    ({"basis": "relu"}, "non-empty list"),
+    ({"basis": ["softmax"]}, "'softmax'"),
+    ({"granularity": "neuron"}, "'neuron'"),
+    ({"initial_weights": [1.0, 2.0]}, "5 numbers"),
+    ({"initial_weights": [1, 1, 1, 1, float("nan")]}, "finite"),
+    ({"axis": 0}, "batch axis"),
+])
+def test_abu_rejects_bad_arguments(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        kla.ABU(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_abu_error_lists_allowed_values():
+    with pytest.raises(ValueError) as info:
+        kla.ABU(normalization="l2")
+    for mode in kla.layers.abu.NORMALIZATIONS:
+        assert mode in str(info.value)
+
+
+def test_adaptive_scaling_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="'foo'.*Allowed names: .*relu"):
+        kla.AdaptiveScaling("foo")
+
+
+def test_channel_axis_the_input_lacks_fails_at_build():
+    layer = kla.ABU(granularity="channel", axis=3)
+    with pytest.raises(ValueError, match="axis=3 is not a channel axis"):
+        layer(np.zeros((2, 5), "float32"))
+
+
+def test_curve_rejects_bad_grid_and_unbuilt_layer():
+    layer = kla.ABU()
+    with pytest.raises(ValueError, match="not built"):
+        layer.curve(GRID)
+    layer.build((None, 2))
+    with pytest.raises(ValueError, match="1-D"):
+        layer.curve(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        layer.curve([0.0, np.inf])
+
+
+# -- the shared contract --
+
+class TestABUContract(LayerContract):
+    cases = [
+        LayerCase("abu-layer", kla.ABU, {}, (6, 6, 3), trainable=2),
+        LayerCase("abu-channel-softmax", kla.ABU,
+                  {"granularity": "channel", "normalization": "softmax"},
+                  (6, 6, 3), trainable=2),
+        LayerCase("abu-posnormed-custom-basis", kla.ABU,
+                  {"basis": ["relu", "selu", "identity"],
+                   "normalization": "posnormed",
+                   "initial_weights": [0.5, 0.3, 0.2]},
+                  (5,), trainable=1),
+        LayerCase("abu-frozen-blend", kla.ABU,
+                  {"blend_weights_trainable": False}, (5,),
+                  trainable=1, non_trainable=1),
+    ]
+
+
+class TestAdaptiveScalingContract(LayerContract):
+    cases = [
+        LayerCase("alpha-relu", kla.AdaptiveScaling, {"activation": "relu"},
+                  (6, 6, 3), trainable=1),
+        LayerCase("alpha-swish-channel", kla.AdaptiveScaling,
+                  {"activation": "swish", "granularity": "channel"},
+                  (6, 6, 3), trainable=2),
+        LayerCase("alpha-tanh-channels-first", kla.AdaptiveScaling,
+                  {"activation": "tanh", "granularity": "channel", "axis": 1},
+                  (3, 4, 4), trainable=1),
+    ]
