@@ -119,7 +119,7 @@ class ABU(LearnableActivation):
     ...     keras.layers.GlobalAveragePooling2D(),
     ...     keras.layers.Dense(10),
     ... ])
-    >>> model.layers[1].normalized_weights().round(2).tolist()
+    >>> [round(float(w), 2) for w in model.layers[1].normalized_weights()]
     [0.2, 0.2, 0.2, 0.2, 0.2]
 
     Reference:

@@ -39,7 +39,7 @@ class AdaptiveScaling(LearnableActivation):
     ...     kla.layers.AdaptiveScaling("tanh"),
     ...     keras.layers.Dense(1),
     ... ])
-    >>> model.layers[1].alpha.shape
+    >>> tuple(model.layers[1].alpha.shape)
     ()
 
     Reference:
