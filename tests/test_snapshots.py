@@ -359,6 +359,7 @@ def test_subclassed_model_histograms(tmp_path):
     model.fit(x, y, epochs=2, verbose=0,
               callbacks=[ActivationSnapshot(path, probe=x,
                                             histogram_bins=10)])
+    assert "call" not in vars(model.act)  # the probe hook is gone
     snaps = ks.load(path)
     (name,) = snaps.layers
     edges, counts, outside = snaps.histograms(name)

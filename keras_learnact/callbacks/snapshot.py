@@ -305,15 +305,19 @@ class ActivationSnapshot(keras.callbacks.Callback):
                 return call(inputs, *args, **kwargs)
             return hooked
 
-        hooked_layers = []
+        hooked = []  # (layer, its own instance-level `call` or None)
         try:
             for _, layer in self._layers:
+                own = vars(layer).get("call")
                 layer.call = catching(layer, layer.call)
-                hooked_layers.append(layer)
+                hooked.append((layer, own))
             self.model(self.probe, training=False)
         finally:
-            for layer in hooked_layers:
-                del layer.call
+            for layer, own in hooked:
+                if own is None:
+                    del layer.call
+                else:
+                    layer.call = own
         result = {}
         for name, layer in self._layers:
             if caught[id(layer)]:
