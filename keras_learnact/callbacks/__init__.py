@@ -1,0 +1,5 @@
+"""Callbacks that watch or adjust learnable activations during training."""
+
+from keras_learnact.callbacks.snapshot import ActivationSnapshot
+
+__all__ = ["ActivationSnapshot"]

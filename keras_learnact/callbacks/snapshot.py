@@ -1,0 +1,406 @@
+"""Recording how the learnable activations of a model change in training."""
+
+import importlib.util
+import os
+import sys
+import warnings
+import zlib
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_learnact import snapshots as snapshot_files
+from keras_learnact.layers.base import LearnableActivation
+
+DEFAULT_GRID = np.linspace(-4.0, 4.0, 201)
+
+
+def find_learnable_activations(model):
+    """Every `LearnableActivation` inside a model, found by walking it.
+
+    Nested models and layers nested inside other layers are included; a
+    layer reached twice (shared) is listed once. Names are the layers' own
+    names, or their path through the nested models (`"inner/abu"`) where
+    two found layers share a name.
+
+    Args:
+        model: a Keras model (or any layer).
+
+    Returns:
+        A list of `(name, layer)` pairs in the order the walk meets them.
+
+    Example:
+
+    >>> import keras, keras_learnact as kla
+    >>> inner = keras.Sequential([keras.Input((4,)), kla.layers.ABU()])
+    >>> outer = keras.Sequential([keras.Input((4,)), inner,
+    ...                           kla.layers.AdaptiveScaling()])
+    >>> [type(layer).__name__ for _, layer in find_learnable_activations(outer)]
+    ['ABU', 'AdaptiveScaling']
+    """
+    found = []
+    seen = set()
+
+    def visit(layer, path):
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            child_path = path + (child.name,)
+            if isinstance(child, LearnableActivation) and id(child) not in seen:
+                seen.add(id(child))
+                found.append((child_path, child))
+            visit(child, child_path)
+
+    visit(model, ())
+    counts = {}
+    for path, _ in found:
+        counts[path[-1]] = counts.get(path[-1], 0) + 1
+    return [
+        (path[-1] if counts[path[-1]] == 1 else "/".join(path), layer)
+        for path, layer in found
+    ]
+
+
+class ActivationSnapshot(keras.callbacks.Callback):
+    """Records the learnable activations' shapes during training to a file.
+
+    Finds every `keras_learnact.layers.LearnableActivation` in the model
+    (nested models included) and records, before the first epoch and then
+    every `every_n_epochs` epochs (plus the last epoch of a run), per layer:
+
+    * `layer.curve(grid)`: the learned function on the grid, per channel
+      (at most `max_channels` of them, chosen once with a seeded generator,
+      the same channels in every snapshot and recorded in the file);
+    * `layer.parameter_values()`: every weight of the layer;
+    * with a `probe` batch, a histogram of the inputs the layer really
+      receives when the model runs on it in inference mode (bins spanning
+      the grid; inputs beyond the grid counted separately).
+
+    Epoch `e` in the file means "after `e` epochs": 0 is the initial shape.
+    The file (see `keras_learnact.snapshots` for the format) is rewritten
+    atomically after every snapshot, so a crash never leaves a partial
+    file. When the file already exists, e.g. when training resumes with
+    `fit(..., initial_epoch=k)`, its snapshots are kept and the new ones
+    added; an epoch recorded again replaces the old record. The start of
+    every `fit` is recorded as epoch `initial_epoch`.
+
+    Works on every backend and under a `tf.distribute` strategy (curves and
+    probes are evaluated eagerly, outside the compiled training step). The
+    probe histograms run the model on the probe with a temporary wrapper
+    around each activation's `call`, so they work for functional,
+    Sequential and subclassed models alike; a layer the probe never reaches
+    gets empty histograms and a warning.
+
+    Args:
+        filepath: where to write the snapshot file (conventionally `.npz`).
+        every_n_epochs: record after every n-th epoch (default 1).
+        grid: the 1-D grid of inputs the curves are evaluated at; default
+            201 points on [-4, 4].
+        max_channels: keep at most this many channels per layer (None: all).
+        channel_seed: seed of the channel choice.
+        probe: optional batch of model inputs (whatever `model(probe)`
+            accepts) for input histograms.
+        histogram_bins: the number of histogram bins.
+        tensorboard_dir: optional TensorBoard log directory; the evolution
+            figure is logged there as an image at every snapshot. Needs
+            TensorFlow and matplotlib.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_learnact as kla
+    >>> from keras_learnact.callbacks import ActivationSnapshot
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...                           kla.layers.ABU(), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    >>> model.fit(x, y, epochs=2, verbose=0,  # doctest: +SKIP
+    ...           callbacks=[ActivationSnapshot("activations.npz", probe=x)])
+    >>> kla.snapshots.load("activations.npz").epochs  # doctest: +SKIP
+    array([0, 1, 2])
+    """
+
+    def __init__(self, filepath, every_n_epochs=1, grid=None,
+                 max_channels=None, channel_seed=0, probe=None,
+                 histogram_bins=50, tensorboard_dir=None):
+        super().__init__()
+        if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(
+                filepath):
+            raise ValueError(
+                f"Invalid filepath={filepath!r}: expected a file path."
+            )
+        self.filepath = os.fspath(filepath)
+        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
+        self._grid_given = grid is not None
+        grid = DEFAULT_GRID if grid is None else grid
+        grid = np.asarray(grid, dtype="float32")
+        if (grid.ndim != 1 or grid.size < 2 or not np.all(np.isfinite(grid))
+                or not np.all(np.diff(grid) > 0)):
+            raise ValueError(
+                f"Invalid grid of shape {grid.shape}: expected a 1-D, "
+                "strictly increasing array of at least 2 finite values."
+            )
+        self.grid = grid
+        if max_channels is not None:
+            max_channels = _positive_int("max_channels", max_channels)
+        self.max_channels = max_channels
+        if not isinstance(channel_seed, (int, np.integer)) or isinstance(
+                channel_seed, bool) or channel_seed < 0:
+            raise ValueError(
+                f"Invalid channel_seed={channel_seed!r}: expected an integer "
+                ">= 0."
+            )
+        self.channel_seed = int(channel_seed)
+        self.probe = probe
+        self.histogram_bins = _positive_int("histogram_bins", histogram_bins)
+        if tensorboard_dir is not None:
+            for module, extra in (("tensorflow", "tensorflow-cpu"),
+                                  ("matplotlib", "plot")):
+                if importlib.util.find_spec(module) is None:
+                    raise ImportError(
+                        f"tensorboard_dir={tensorboard_dir!r} needs "
+                        f"{module}, which is not installed. Install it "
+                        f"(pip install keras-learnact[{extra}]) or leave "
+                        "tensorboard_dir=None."
+                    )
+            tensorboard_dir = os.fspath(tensorboard_dir)
+        self.tensorboard_dir = tensorboard_dir
+        self.snapshots = None
+        self._layers = None
+        self._channels = {}
+        self._pending = None
+        self._last_recorded = None
+        self._last_epoch = None
+        self._writer = None
+
+    # -- callback hooks ----------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._layers = find_learnable_activations(self.model)
+        if not self._layers:
+            warnings.warn(
+                "ActivationSnapshot found no keras_learnact "
+                "LearnableActivation layer in the model; nothing will be "
+                "recorded.",
+                stacklevel=2,
+            )
+            return
+        for name, layer in self._layers:
+            if not layer.built:
+                raise ValueError(
+                    f"ActivationSnapshot: layer '{name}' is not built at the "
+                    "start of training. Build the model first (give it a "
+                    "keras.Input or call it on a batch)."
+                )
+        self.snapshots = self._open()
+        self._last_recorded = None
+        self._last_epoch = None
+        self._pending = self._capture()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._pending is not None:
+            # The state captured at on_train_begin is the state after
+            # `initial_epoch` epochs, which Keras reveals only now.
+            self._commit(epoch, self._pending)
+            self._pending = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._layers:
+            return
+        self._last_epoch = epoch + 1
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self._commit(epoch + 1, self._capture())
+
+    def on_train_end(self, logs=None):
+        if not self._layers:
+            return
+        if (self._last_epoch is not None
+                and self._last_recorded != self._last_epoch):
+            self._commit(self._last_epoch, self._capture())
+        self._pending = None
+        if self._writer is not None:
+            self._writer.flush()
+
+    # -- recording ---------------------------------------------------------
+
+    def _open(self):
+        info = {
+            "package_version": getattr(
+                sys.modules.get("keras_learnact"), "__version__", None),
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+        }
+        if not os.path.exists(self.filepath):
+            return snapshot_files.Snapshots(self.grid, info=info)
+        existing = snapshot_files.load(self.filepath)
+        if not np.array_equal(existing.grid, self.grid):
+            if self._grid_given:
+                raise ValueError(
+                    f"ActivationSnapshot: '{self.filepath}' was recorded on a "
+                    f"different grid ({existing.grid.size} points on "
+                    f"[{existing.grid[0]}, {existing.grid[-1]}]); use the "
+                    "same grid to add to it, or a new file."
+                )
+            self.grid = existing.grid
+        for name in existing.layers:
+            self._channels[name] = existing.channels(name)
+        existing.info.update(info)
+        return existing
+
+    def _choose_channels(self, name, total):
+        if name in self._channels:
+            chosen = self._channels[name]
+            if chosen.size and chosen.max() >= total:
+                raise ValueError(
+                    f"ActivationSnapshot: layer '{name}' has {total} channels "
+                    f"but '{self.filepath}' recorded channel {chosen.max()}; "
+                    "record this model to a new file."
+                )
+            return chosen
+        if self.max_channels is None or total <= self.max_channels:
+            chosen = np.arange(total)
+        else:
+            rng = np.random.default_rng(
+                [self.channel_seed, zlib.crc32(name.encode("utf-8"))]
+            )
+            chosen = np.sort(
+                rng.choice(total, size=self.max_channels, replace=False))
+        self._channels[name] = chosen.astype("int64")
+        return self._channels[name]
+
+    def _capture(self):
+        inputs = self._probe_inputs() if self.probe is not None else {}
+        edges = np.linspace(
+            float(self.grid[0]), float(self.grid[-1]), self.histogram_bins + 1
+        ).astype("float32")
+        data = {}
+        for name, layer in self._layers:
+            curves = layer.curve(self.grid)
+            chosen = self._choose_channels(name, curves.shape[0])
+            entry = {
+                "class": type(layer).__name__,
+                "curves": curves[chosen],
+                "channels": chosen,
+                "total_channels": curves.shape[0],
+                "params": layer.parameter_values(),
+            }
+            if self.probe is not None:
+                values = inputs.get(id(layer))
+                if values is None:
+                    values = np.zeros((0,), "float32")
+                values = values[np.isfinite(values)]
+                entry["hist_edges"] = edges
+                entry["hist_counts"] = np.histogram(values, edges)[0]
+                entry["hist_outside"] = np.array(
+                    [np.sum(values < edges[0]), np.sum(values > edges[-1])])
+            data[name] = entry
+        return data
+
+    def _probe_inputs(self):
+        """Runs the model on the probe, catching each activation's input."""
+        caught = {id(layer): [] for _, layer in self._layers}
+
+        def catching(layer, call):
+            def hooked(inputs, *args, **kwargs):
+                caught[id(layer)].append(np.asarray(
+                    ops.convert_to_numpy(inputs), dtype="float32").ravel())
+                return call(inputs, *args, **kwargs)
+            return hooked
+
+        hooked = []  # (layer, its own instance-level `call` or None)
+        try:
+            for _, layer in self._layers:
+                own = vars(layer).get("call")
+                layer.call = catching(layer, layer.call)
+                hooked.append((layer, own))
+            self.model(self.probe, training=False)
+        finally:
+            for layer, own in hooked:
+                if own is None:
+                    del layer.call
+                else:
+                    layer.call = own
+        result = {}
+        for name, layer in self._layers:
+            if caught[id(layer)]:
+                result[id(layer)] = np.concatenate(caught[id(layer)])
+            else:
+                warnings.warn(
+                    f"ActivationSnapshot: the probe batch never reached "
+                    f"layer '{name}'; its input histogram is empty.",
+                    stacklevel=3,
+                )
+        return result
+
+    def _commit(self, epoch, data):
+        try:
+            self.snapshots.add(epoch, data)
+        except ValueError as error:
+            raise ValueError(
+                f"ActivationSnapshot: cannot add epoch {epoch} to "
+                f"'{self.filepath}': {error}"
+            ) from error
+        self.snapshots.save(self.filepath)
+        self._last_recorded = epoch
+        if self.tensorboard_dir is not None:
+            self._log_figure(epoch)
+
+    def _log_figure(self, epoch):
+        import tensorflow as tf
+
+        from keras_learnact import plotting
+
+        figure = plotting.plot_evolution(self.snapshots)
+        image = plotting.figure_to_array(figure)[..., :3]
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.tensorboard_dir)
+        with self._writer.as_default():
+            write_image_summary("activation_evolution", image, epoch)
+        self._writer.flush()
+
+
+def write_image_summary(tag, image, step):
+    """Writes one image to the default TensorFlow summary writer.
+
+    Writes exactly what `tf.summary.image` writes (TensorBoard's image
+    plugin format: width, height and the PNG bytes), using only TensorFlow
+    itself, because `tf.summary.image` needs the separate `tensorboard`
+    package installed.
+
+    Args:
+        tag: the summary tag.
+        image: a uint8 array of shape `(height, width, 3)`.
+        step: the step (here the epoch).
+
+    Returns:
+        Whether the summary was written (False with no default writer).
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf  # doctest: +SKIP
+    >>> with tf.summary.create_file_writer("logs").as_default():
+    ...     write_image_summary("img", np.zeros((4, 4, 3), "uint8"), 0)
+    True
+    """
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="images", content=b""),
+        data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+    )
+    height, width = image.shape[:2]
+    tensor = tf.stack([
+        tf.constant(str(width)), tf.constant(str(height)),
+        tf.io.encode_png(np.ascontiguousarray(image, dtype="uint8")),
+    ])
+    return bool(tf.summary.write(tag=tag, tensor=tensor, step=step,
+                                 metadata=metadata))
+
+
+def _positive_int(name, value):
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+            or value < 1):
+        raise ValueError(
+            f"Invalid {name}={value!r}: expected an integer >= 1."
+        )
+    return int(value)

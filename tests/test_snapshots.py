@@ -1,0 +1,560 @@
+"""The snapshot callback and the snapshot file format.
+
+One tiny model with a layer of every public family (picked up from
+`keras_learnact.layers.__all__`, so new families join automatically) is
+trained once per module; the tests compare the file with what an
+independent recording callback saw at the same moments.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import keras_learnact
+from keras_learnact import snapshots as ks
+from keras_learnact.callbacks import ActivationSnapshot
+from keras_learnact.callbacks.snapshot import find_learnable_activations
+from keras_learnact.layers.adaptive_scaling import AdaptiveScaling
+from keras_learnact.layers.base import LearnableActivation
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = np.linspace(-4.0, 4.0, 201).astype("float32")
+WIDE = 16  # units of the channel-granularity layer
+MAX_CHANNELS = 4
+
+
+def families():
+    """Every public layer class, built with its default arguments."""
+    return [
+        getattr(keras_learnact.layers, name)
+        for name in keras_learnact.layers.__all__
+        if name != "LearnableActivation"
+    ]
+
+
+def build_model(seed=0):
+    """Dense layers, each followed by one activation of every family, then
+    a wide channel-granularity layer (for `max_channels`)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    x = inputs
+    for cls in families():
+        x = keras.layers.Dense(5)(x)
+        x = cls(name=f"act_{cls.__name__.lower()}")(x)
+    x = keras.layers.Dense(WIDE)(x)
+    x = AdaptiveScaling("tanh", granularity="channel", name="wide")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    return model
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = np.sin(x.sum(axis=1, keepdims=True)).astype("float32")
+    return x, y
+
+
+class Recorder(keras.callbacks.Callback):
+    """What every activation computes, and receives, at the same moments
+    the snapshot callback records them (a different route to the inputs:
+    a functional sub-model up to each layer's input)."""
+
+    def __init__(self, probe):
+        super().__init__()
+        self.probe = probe
+        self.curves, self.params, self.inputs = {}, {}, {}
+
+    def _layers(self):
+        return [layer for layer in self.model.layers
+                if isinstance(layer, LearnableActivation)]
+
+    def _record(self, epoch):
+        layers = self._layers()
+        self.curves[epoch] = {a.name: a.curve(GRID) for a in layers}
+        self.params[epoch] = {a.name: a.parameter_values() for a in layers}
+        taps = keras.Model(self.model.inputs, [a.input for a in layers])
+        values = taps(self.probe, training=False)
+        self.inputs[epoch] = {
+            a.name: keras.ops.convert_to_numpy(v).ravel()
+            for a, v in zip(layers, values, strict=True)
+        }
+
+    def on_train_begin(self, logs=None):
+        self._pending = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._pending:
+            self._record(epoch)
+            self._pending = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record(epoch + 1)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Trains the model for 3 epochs with the snapshot callback."""
+    path = str(tmp_path_factory.mktemp("run") / "activations.npz")
+    x, y = data()
+    probe = x[:32]
+    model = build_model()
+    recorder = Recorder(probe)
+    snapshot = ActivationSnapshot(path, probe=probe,
+                                  max_channels=MAX_CHANNELS)
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+              callbacks=[recorder, snapshot])
+    return {"path": path, "recorder": recorder, "model": model,
+            "probe": probe}
+
+
+# -- what the callback records --
+
+def test_file_holds_epochs_0_to_3_with_the_layers_curves(run):
+    snaps = ks.load(run["path"])
+    expected = run["recorder"].curves
+    assert snaps.epochs.tolist() == [0, 1, 2, 3]
+    names = [f"act_{cls.__name__.lower()}" for cls in families()] + ["wide"]
+    assert snaps.layers == names
+    np.testing.assert_array_equal(snaps.grid, GRID)
+    for name in names:
+        curves = snaps.curves(name)
+        channels = snaps.channels(name)
+        assert curves.shape == (4, channels.size, GRID.size)
+        for epoch in range(4):
+            np.testing.assert_allclose(
+                curves[epoch], expected[epoch][name][channels], atol=1e-6,
+                rtol=0, err_msg=f"{name} at epoch {epoch}")
+        # training moved the shape: the snapshots are not four copies
+        assert np.abs(curves[-1] - curves[0]).max() > 1e-4, name
+
+
+def test_params_classes_and_metadata(run):
+    snaps = ks.load(run["path"])
+    expected = run["recorder"].params
+    for cls in families():
+        name = f"act_{cls.__name__.lower()}"
+        assert snaps.layer_class(name) == cls.__name__
+        params = snaps.params(name)
+        assert list(params) == list(expected[0][name])
+        for pname, values in params.items():
+            assert values.shape[0] == 4
+            for epoch in range(4):
+                np.testing.assert_array_equal(
+                    values[epoch], expected[epoch][name][pname])
+    assert snaps.info["backend"] == keras.backend.backend()
+    assert snaps.info["keras_version"] == keras.__version__
+    assert snaps.format_version == ks.FORMAT_VERSION
+    with np.load(run["path"], allow_pickle=False) as npz:
+        metadata = json.loads(bytes(npz[ks.METADATA_KEY]).decode("utf-8"))
+    assert metadata["format"] == "keras-learnact-snapshots"
+    assert metadata["epochs"] == [0, 1, 2, 3]
+
+
+def test_max_channels_picks_the_same_channels_every_time(run, tmp_path):
+    snaps = ks.load(run["path"])
+    chosen = snaps.channels("wide")
+    assert snaps.total_channels("wide") == WIDE
+    assert chosen.size == MAX_CHANNELS and len(set(chosen)) == MAX_CHANNELS
+    assert np.all(np.diff(chosen) > 0) and chosen.max() < WIDE
+    # the file's curves are exactly those channels at every epoch
+    for epoch in range(4):
+        np.testing.assert_allclose(
+            snaps.curves("wide")[epoch],
+            run["recorder"].curves[epoch]["wide"][chosen], atol=1e-6)
+    # a new callback with the same seed chooses the same channels, another
+    # seed (here) different ones
+    model = run["model"]
+    for seed, same in ((0, True), (7, False)):
+        path = str(tmp_path / f"seed{seed}.npz")
+        callback = ActivationSnapshot(path, max_channels=MAX_CHANNELS,
+                                      channel_seed=seed)
+        callback.set_model(model)
+        callback.on_train_begin()
+        callback.on_epoch_begin(0)
+        again = ks.load(path).channels("wide")
+        assert np.array_equal(again, chosen) == same, (seed, again, chosen)
+
+
+def test_histograms_of_the_real_inputs_on_the_probe(run):
+    snaps = ks.load(run["path"])
+    inputs = run["recorder"].inputs
+    for name in snaps.layers:
+        edges, counts, outside = snaps.histograms(name)
+        np.testing.assert_allclose(edges, np.linspace(-4, 4, 51), atol=1e-6)
+        assert counts.shape == (4, 50) and outside.shape == (4, 2)
+        for epoch in range(4):
+            values = inputs[epoch][name]
+            expected, _ = np.histogram(values, edges)
+            # the two routes may round a value on a bin edge differently
+            assert np.abs(counts[epoch] - expected).sum() <= 2, name
+            assert counts[epoch].sum() + outside[epoch].sum() == values.size
+            assert outside[epoch].tolist() == [
+                int(np.sum(values < -4)), int(np.sum(values > 4))]
+
+
+def test_resume_keeps_every_earlier_epoch(tmp_path):
+    path = str(tmp_path / "acts.npz")
+    x, y = data()
+    model = build_model()
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0,
+              callbacks=[ActivationSnapshot(path)])
+    before = ks.load(path)
+    recorder = Recorder(x[:4])
+    model.fit(x, y, initial_epoch=3, epochs=5, batch_size=32, verbose=0,
+              callbacks=[recorder, ActivationSnapshot(path)])
+    after = ks.load(path)
+    assert after.epochs.tolist() == [0, 1, 2, 3, 4, 5]
+    for name in before.layers:
+        np.testing.assert_array_equal(
+            after.curves(name)[:4], before.curves(name))
+        for epoch in (4, 5):
+            np.testing.assert_allclose(
+                after.curves(name)[epoch],
+                recorder.curves[epoch][name][after.channels(name)],
+                atol=1e-6)
+
+
+def test_every_n_epochs_and_the_last_epoch(tmp_path):
+    path = str(tmp_path / "acts.npz")
+    x, y = data(32)
+    model = build_model()
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0,
+              callbacks=[ActivationSnapshot(path, every_n_epochs=2,
+                                            grid=[-1.0, 0.0, 2.0])])
+    snaps = ks.load(path)
+    assert snaps.epochs.tolist() == [0, 2, 3]
+    assert snaps.grid.tolist() == [-1.0, 0.0, 2.0]
+    assert snaps.histograms(snaps.layers[0]) is None
+
+
+def test_adding_a_different_model_to_a_file_is_refused(run, tmp_path):
+    path = str(tmp_path / "acts.npz")
+    with open(run["path"], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              AdaptiveScaling(name="other")])
+    other.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="acts.npz"):
+        other.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0,
+                  callbacks=[ActivationSnapshot(path)])
+    assert ks.load(path).epochs.tolist() == [0, 1, 2, 3]
+
+
+# -- atomic writes --
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "acts.npz")
+    x, y = data(32)
+    model = build_model()
+
+    def half_then_crash(f, arrays):
+        f.write(b"PK\x03\x04" + b"\0" * 1000)  # the start of a zip ...
+        raise KeyboardInterrupt("killed mid-write")  # ... and then nothing
+
+    class CrashAtEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # runs before the snapshot of epoch 2
+                monkeypatch.setattr(ks, "_write_npz", half_then_crash)
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=32, verbose=0,
+                  callbacks=[ActivationSnapshot(path), CrashAtEpoch2()])
+    # epoch 1 was written, the epoch-2 write died half-way
+    assert ks.load(path).epochs.tolist() == [0, 1]
+    assert os.listdir(tmp_path) == ["acts.npz"]  # no temporary file left
+
+
+def test_a_killed_writer_process_leaves_a_readable_file(tmp_path):
+    """SIGKILL a process that rewrites a large snapshot file in a loop."""
+    path = str(tmp_path / "big.npz")
+    module = os.path.join(REPO_ROOT, "keras_learnact", "snapshots.py")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        import numpy as np
+        spec = importlib.util.spec_from_file_location("snaps", {module!r})
+        ks = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ks)
+        snaps = ks.Snapshots(np.linspace(-4, 4, 201))
+        curves = np.random.default_rng(0).normal(size=(2000, 201))
+        for epoch in range(10 ** 6):
+            snaps.add(epoch, {{"act": {{"class": "ABU", "curves": curves,
+                                         "params": {{}}}}}})
+            ks.save({path!r}, snaps)
+            if epoch == 0:
+                print("ready", flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.5)  # several multi-megabyte writes per second
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    snaps = ks.load(path)
+    assert snaps.epochs.size >= 1
+    assert snaps.curves("act").shape == (snaps.epochs.size, 2000, 201)
+
+
+# -- models of every shape --
+
+def test_nested_models_are_walked(tmp_path):
+    inner = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(3), AdaptiveScaling(
+            "tanh", name="act")], name="inner")
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(5)(inputs)
+    x = AdaptiveScaling("swish", name="act")(x)
+    x = inner(x)
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    found = find_learnable_activations(model)
+    # same names in two models: told apart by the path
+    assert [name for name, _ in found] == ["act", "inner/act"]
+    assert found[1][1] is inner.layers[-1]
+    path = str(tmp_path / "nested.npz")
+    model.compile("adam", "mse")
+    x_train, y_train = data(16)
+    model.fit(x_train, y_train, epochs=1, verbose=0,
+              callbacks=[ActivationSnapshot(path, probe=x_train)])
+    snaps = ks.load(path)
+    assert snaps.layers == ["act", "inner/act"]
+    outer_act = found[0][1]
+    inner_input = inner.layers[0](
+        keras.Model(model.inputs, outer_act.output)(x_train))
+    _, counts, outside = snaps.histograms("inner/act")
+    assert counts[-1].sum() + outside[-1].sum() == 16 * 3
+    expected, _ = np.histogram(
+        keras.ops.convert_to_numpy(inner_input), np.linspace(-4, 4, 51))
+    assert np.abs(counts[-1] - expected).sum() <= 2
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(6)
+        self.act = AdaptiveScaling("tanh", granularity="channel")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, inputs):
+        return self.out(self.act(self.dense(inputs)))
+
+
+def test_subclassed_model_histograms(tmp_path):
+    model = Subclassed()
+    model.compile("adam", "mse")
+    x, y = data(16)
+    model(x[:2])  # build
+    path = str(tmp_path / "sub.npz")
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[ActivationSnapshot(path, probe=x,
+                                            histogram_bins=10)])
+    assert "call" not in vars(model.act)  # the probe hook is gone
+    snaps = ks.load(path)
+    (name,) = snaps.layers
+    edges, counts, outside = snaps.histograms(name)
+    assert counts.shape == (3, 10)
+    assert np.all(counts.sum(axis=1) + outside.sum(axis=1) == 16 * 6)
+    expected = np.histogram(
+        keras.ops.convert_to_numpy(model.dense(x)), edges)[0]
+    assert np.abs(counts[-1] - expected).sum() <= 2
+
+
+def test_a_model_without_learnable_activations_warns(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    path = str(tmp_path / "none.npz")
+    with pytest.warns(UserWarning, match="no keras_learnact"):
+        model.fit(np.ones((4, 3)), np.ones((4, 1)), verbose=0,
+                  callbacks=[ActivationSnapshot(path)])
+    assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.distribute needs the TensorFlow backend")
+def test_under_a_distribution_strategy(tmp_path):
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = build_model()
+    x, y = data(32)
+    path = str(tmp_path / "dist.npz")
+    recorder = Recorder(x[:8])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+              callbacks=[recorder, ActivationSnapshot(path, probe=x[:8])])
+    snaps = ks.load(path)
+    assert snaps.epochs.tolist() == [0, 1, 2]
+    for name in snaps.layers:
+        np.testing.assert_allclose(
+            snaps.curves(name)[2],
+            recorder.curves[2][name][snaps.channels(name)], atol=1e-6)
+
+
+def test_tensorboard_image_is_logged(tmp_path):
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("matplotlib")
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    logdir = str(tmp_path / "logs")
+    x, y = data(16)
+    model = build_model()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ActivationSnapshot(
+        str(tmp_path / "acts.npz"), tensorboard_dir=logdir)])
+    images = []
+    for file in os.listdir(logdir):
+        for record in tf.data.TFRecordDataset(os.path.join(logdir, file)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "images"
+                images.append((event.step, tf.make_ndarray(value.tensor)))
+    assert [step for step, _ in images] == [0, 1]
+    width, height, png = images[-1][1]
+    decoded = tf.io.decode_png(png).numpy()
+    assert decoded.shape == (int(height), int(width), 3)
+
+
+# -- arguments --
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"every_n_epochs": 0}, "every_n_epochs=0"),
+    ({"every_n_epochs": 1.5}, "every_n_epochs=1.5"),
+    ({"grid": [[0.0, 1.0]]}, "grid"),
+    ({"grid": [0.0, np.nan]}, "grid"),
+    ({"grid": [1.0, 0.0]}, "increasing"),
+    ({"max_channels": 0}, "max_channels=0"),
+    ({"channel_seed": -1}, "channel_seed=-1"),
+    ({"histogram_bins": 0}, "histogram_bins=0"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ActivationSnapshot("a.npz", **kwargs)
+
+
+def test_tensorboard_without_tensorflow_is_a_clear_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(ImportError, match="tensorflow"):
+        ActivationSnapshot("a.npz", tensorboard_dir="logs")
+
+
+# -- the file format --
+
+def small_snapshots(epochs=(0, 1)):
+    snaps = ks.Snapshots(np.linspace(-1, 1, 5), info={"backend": "x"})
+    for e in epochs:
+        snaps.add(e, {"a": {"class": "ABU",
+                            "curves": np.full((2, 5), float(e)),
+                            "params": {"w": np.array([e, 2 * e])}}})
+    return snaps
+
+
+def test_add_replaces_an_epoch_and_keeps_order(tmp_path):
+    snaps = small_snapshots((3, 1))
+    snaps.add(0, {"a": {"class": "ABU", "curves": np.zeros((2, 5)),
+                        "params": {"w": np.array([7, 7])}}})
+    snaps.add(1, {"a": {"class": "ABU", "curves": np.full((2, 5), 9.0),
+                        "params": {"w": np.array([9, 9])}}})
+    assert snaps.epochs.tolist() == [0, 1, 3]
+    assert snaps.curves("a")[:, 0, 0].tolist() == [0.0, 9.0, 3.0]
+    path = str(tmp_path / "s.npz")
+    ks.save(path, snaps)
+    loaded = ks.load(path)
+    assert loaded.params("a")["w"].tolist() == [[7, 7], [9, 9], [3, 6]]
+    assert loaded.info == {"backend": "x"}
+    with pytest.raises(ValueError, match="differ"):
+        snaps.add(4, {"a": {"class": "DEU", "curves": np.zeros((2, 5)),
+                            "params": {"w": np.array([1, 1])}}})
+    with pytest.raises(KeyError, match="'b'"):
+        loaded.curves("b")
+
+
+def test_the_format_needs_no_plotting_library(tmp_path):
+    path = str(tmp_path / "s.npz")
+    ks.save(path, small_snapshots())
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(archive.namelist())
+    assert names == sorted([
+        ks.METADATA_KEY + ".npy", "grid.npy", "epochs.npy",
+        "layer_0.curves.npy", "layer_0.param_0.npy"])
+    # with matplotlib and Pillow made unimportable, the callback and the
+    # format work, and plotting says how to install what it needs
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["matplotlib"] = sys.modules["PIL"] = None
+        from keras_learnact import plotting, snapshots
+        from keras_learnact.callbacks import ActivationSnapshot
+        print(snapshots.load({path!r}).epochs.tolist())
+        try:
+            plotting.plot_evolution({path!r})
+        except ImportError as error:
+            print(error)
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+        text=True, check=True,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT,
+             "KERAS_BACKEND": "numpy"})
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "[0, 1]"
+    assert "pip install keras-learnact[plot]" in lines[1]
+
+
+@pytest.mark.parametrize("kind", [
+    "truncated", "foreign-npz", "random-bytes", "empty", "npy-array",
+    "newer-version"])
+def test_bad_files_are_clear_errors_naming_the_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.npz"
+    if kind == "truncated":
+        ks.save(str(path), small_snapshots())
+        content = path.read_bytes()
+        path.write_bytes(content[: len(content) // 2])
+    elif kind == "foreign-npz":
+        np.savez(path, a=np.arange(3))
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "npy-array":
+        with open(path, "wb") as f:
+            np.save(f, np.arange(3))
+    elif kind == "newer-version":
+        snaps = small_snapshots()
+        arrays = snaps._arrays()
+        meta = json.loads(bytes(arrays[ks.METADATA_KEY]).decode())
+        meta["format_version"] = ks.FORMAT_VERSION + 1
+        arrays[ks.METADATA_KEY] = np.frombuffer(
+            json.dumps(meta).encode(), "uint8")
+        np.savez(path, **arrays)
+    with pytest.raises(ks.SnapshotFileError, match=f"{kind}.npz") as info:
+        ks.load(str(path))
+    assert isinstance(info.value, ValueError)
+    if kind == "newer-version":
+        assert "version" in str(info.value)
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        ks.load(str(tmp_path / "nothing.npz"))
+
+
+def test_inconsistent_file_is_refused(tmp_path):
+    arrays = small_snapshots()._arrays()
+    arrays["layer_0.curves"] = arrays["layer_0.curves"][:1]
+    path = tmp_path / "odd.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ks.SnapshotFileError, match="odd.npz.*curves"):
+        ks.load(str(path))
