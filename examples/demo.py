@@ -1,12 +1,21 @@
-"""Offline demo: a small CNN on scikit-learn's handwritten digits, with ReLU
-and with each learnable activation of keras-learnact.
+"""Offline demo: a small CNN on scikit-learn's handwritten digits, trained
+with ReLU and with each learnable activation of keras-learnact.
 
 The digits (1 797 real 8x8 images, 10 classes) install with scikit-learn, so
-nothing is downloaded. Prints a table of test accuracy, parameter count and
-seconds per epoch per activation, and writes it as Markdown and CSV.
+nothing is downloaded. For every activation the demo snapshots the learned
+shapes each epoch and writes, into the output folder:
 
-    python examples/demo.py                    # full run
-    python examples/demo.py --epochs 2 --quick # a smoke run
+- `results.md` and `results.csv`: test accuracy, parameter count and seconds
+  per epoch per activation;
+- `snapshots/<activation>.npz`: the snapshot files
+  (`keras_learnact.snapshots.load`);
+- `figures/evolution_<activation>.png`: how each layer's shape evolved.
+
+Seeds are fixed (and TensorFlow's ops made deterministic), so reruns give the
+same table apart from the timings.
+
+    python examples/demo.py                   # the full run, a few minutes
+    python examples/demo.py --quick           # a smoke run in seconds
 """
 
 import argparse
@@ -14,31 +23,57 @@ import csv
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Level 3 hides TensorFlow 2.21's harmless tf.data "NodeDef mentions
+# attribute use_unbounded_threadpool" lines; Python errors still surface.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import keras_learnact as kla  # noqa: E402
+from keras_learnact import plotting  # noqa: E402
+from keras_learnact.callbacks import ActivationSnapshot  # noqa: E402
 
-ACTIVATIONS = {
-    "relu": lambda: keras.layers.Activation("relu"),
-    "alpha-relu": lambda: kla.AdaptiveScaling("relu"),
-    "alpha-swish": lambda: kla.AdaptiveScaling("swish"),
-    "abu": lambda: kla.ABU(),
-    "abu-softmax": lambda: kla.ABU(normalization="softmax"),
-}
+PWLU_WARMUP_EPOCHS = 3
+
+
+def _activations():
+    table = {
+        "relu": lambda: keras.layers.Activation("relu"),
+        "alpha-relu": lambda: kla.layers.AdaptiveScaling("relu"),
+        "alpha-swish": lambda: kla.layers.AdaptiveScaling("swish"),
+        "abu": lambda: kla.layers.ABU(),
+        "abu-softmax": lambda: kla.layers.ABU(normalization="softmax"),
+    }
+    optional = {
+        "deu": "DEU",
+        "slaf": "SLAF",
+        "pwlu": "PWLU",
+    }
+    for name, cls in optional.items():
+        if hasattr(kla.layers, cls):
+            table[name] = getattr(kla.layers, cls)
+    return table
+
+
+ACTIVATIONS = _activations()
 
 
 def load_digits(seed=0, test_fraction=0.25):
     """The digits as (x_train, y_train, x_test, y_test), images in [0, 1].
 
     Args:
-        seed: the seed of the train/test split.
+        seed: the seed of the stratified train/test split.
         test_fraction: the share of images held out for testing.
 
     Returns:
         Four NumPy arrays; images have shape (n, 8, 8, 1).
+
+    Example:
+
+    >>> x_train, y_train, x_test, y_test = load_digits()
+    >>> x_train.shape, x_test.shape
+    ((1347, 8, 8, 1), (450, 8, 8, 1))
     """
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
@@ -53,13 +88,20 @@ def load_digits(seed=0, test_fraction=0.25):
 
 
 def build_cnn(make_activation):
-    """Two 3x3 convolution blocks and a dense head, activation after each.
+    """Two 3x3 convolutions and a dense layer, each followed by the
+    activation, then the logits.
 
     Args:
         make_activation: a callable returning a fresh activation layer.
 
     Returns:
         An uncompiled `keras.Sequential`.
+
+    Example:
+
+    >>> model = build_cnn(lambda: keras.layers.Activation("relu"))
+    >>> model.output_shape
+    (None, 10)
     """
     return keras.Sequential([
         keras.Input((8, 8, 1)),
@@ -75,20 +117,36 @@ def build_cnn(make_activation):
     ])
 
 
-def run(name, data, epochs, seed):
-    """Trains one model; returns its row of the results table.
+class _Progress(keras.callbacks.Callback):
+    """Advances one progress bar shared by every run, an epoch a step."""
+
+    def __init__(self, bar, label):
+        super().__init__()
+        self.bar, self.label = bar, label
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.add(1, values=[("loss", logs["loss"])])
+
+
+def run(name, data, epochs, seed, output, bar=None):
+    """Trains one model with snapshots; returns its row of the table.
 
     Args:
         name: a key of `ACTIVATIONS`.
         data: the output of `load_digits`.
         epochs: the number of epochs.
         seed: the random seed.
+        output: the output folder, or None for no snapshots and figures.
+        bar: an optional `keras.utils.Progbar` advanced once per epoch.
 
     Returns:
-        A dict with the activation, test accuracy, parameters and seconds
-        per epoch.
+        A dict: activation, test accuracy, parameters, seconds per epoch.
     """
     keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     x_train, y_train, x_test, y_test = data
     model = build_cnn(ACTIVATIONS[name])
     model.compile(
@@ -96,20 +154,64 @@ def run(name, data, epochs, seed):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    callbacks = [_Progress(bar, name)] if bar is not None else []
+    learnable = name != "relu" and output is not None
+    if learnable:
+        callbacks.append(ActivationSnapshot(
+            os.path.join(output, "snapshots", f"{name}.npz"),
+            probe=x_train[:256],
+        ))
+    if name == "pwlu":
+        from keras_learnact.callbacks import PWLURealignment
+
+        callbacks.append(PWLURealignment(
+            warmup_epochs=min(PWLU_WARMUP_EPOCHS, max(epochs - 1, 0))))
     start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0,
+              callbacks=callbacks)
     seconds = (time.perf_counter() - start) / epochs
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    if learnable:
+        figure = plotting.plot_evolution(
+            os.path.join(output, "snapshots", f"{name}.npz"))
+        figure.savefig(
+            os.path.join(output, "figures", f"evolution_{name}.png"), dpi=90)
     return {"activation": name, "test_accuracy": round(float(accuracy), 4),
             "parameters": model.count_params(),
             "seconds_per_epoch": round(seconds, 3)}
 
 
+def write_tables(rows, output):
+    """Writes `results.csv` and `results.md`; returns the Markdown.
+
+    Args:
+        rows: the rows returned by `run`.
+        output: the output folder.
+
+    Returns:
+        The Markdown table as a string.
+    """
+    with open(os.path.join(output, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(rows[0]) + " |", "|---" * len(rows[0]) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |"
+              for r in rows]
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(output, "results.md"), "w") as f:
+        f.write(table)
+    return table
+
+
 def main(argv=None):
-    """Runs the demo and writes `results.md` and `results.csv`.
+    """Runs the demo.
 
     Args:
         argv: command-line arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The rows of the results table.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
@@ -117,26 +219,27 @@ def main(argv=None):
     parser.add_argument("--output", default="demo_output")
     parser.add_argument("--activations", nargs="+", default=list(ACTIVATIONS),
                         choices=list(ACTIVATIONS))
+    parser.add_argument("--quick", action="store_true",
+                        help="2 epochs on 300 images: a smoke run")
     args = parser.parse_args(argv)
-    os.makedirs(args.output, exist_ok=True)
+    for folder in ("snapshots", "figures"):
+        os.makedirs(os.path.join(args.output, folder), exist_ok=True)
     data = load_digits(args.seed)
-    rows = []
-    for name in args.activations:
-        rows.append(run(name, data, args.epochs, args.seed))
-        print(f"{name:>14}: test accuracy {rows[-1]['test_accuracy']:.4f}")
-    with open(os.path.join(args.output, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = ["| " + " | ".join(rows[0]) + " |", "|---" * len(rows[0]) + "|"]
-    table += ["| " + " | ".join(str(v) for v in r.values()) + " |"
-              for r in rows]
-    with open(os.path.join(args.output, "results.md"), "w") as f:
-        f.write("\n".join(table) + "\n")
-    print("\n".join(table))
-    print(f"written to {args.output}/")
+    epochs = args.epochs
+    if args.quick:
+        epochs = min(epochs, 2)
+        data = (data[0][:300], data[1][:300], data[2], data[3])
+    print(f"Training {len(args.activations)} models x {epochs} epochs on "
+          f"{len(data[0])} digits (backend {keras.backend.backend()}):")
+    bar = keras.utils.Progbar(len(args.activations) * epochs, unit_name="epoch")
+    rows = [run(name, data, epochs, args.seed, args.output, bar)
+            for name in args.activations]
+    print()
+    print(write_tables(rows, args.output))
+    print(f"Written to {args.output}/: results.md, results.csv, "
+          "snapshots/*.npz, figures/evolution_*.png")
+    return rows
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

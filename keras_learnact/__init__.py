@@ -11,7 +11,10 @@ Example:
 ['ABU', 'AdaptiveScaling']
 """
 
+from keras_learnact import callbacks
 from keras_learnact import layers
+from keras_learnact import plotting
+from keras_learnact import snapshots
 from keras_learnact.layers import ABU
 from keras_learnact.layers import AdaptiveScaling
 from keras_learnact.layers import LearnableActivation
@@ -22,8 +25,11 @@ __all__ = [
     "ABU",
     "AdaptiveScaling",
     "LearnableActivation",
+    "callbacks",
     "custom_objects",
     "layers",
+    "plotting",
+    "snapshots",
 ]
 
 
