@@ -85,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-repeats", type=int, default=1)
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -95,7 +96,8 @@ def main(argv=None):
                           args.batch_size, args.jit)
     if not args.no_memory:
         for name, mem in measure_memory(
-                args.variants, args.batch_size, args.jit).items():
+                args.variants, args.batch_size, args.jit,
+                args.memory_repeats).items():
             results[name].update(mem)
     print(f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} "
           f"steps, jit_compile={args.jit}")

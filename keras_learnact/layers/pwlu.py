@@ -214,7 +214,9 @@ class PWLU(LearnableActivation):
         heights = ops.cast(self.heights.value, dtype)
         kl = ops.cast(self.left_slope.value, dtype)[..., None]
         kr = ops.cast(self.right_slope.value, dtype)[..., None]
-        width = ops.maximum(right - left, MIN_WIDTH)
+        # max(BR - BL, MIN_WIDTH), written so that no backend promotes a
+        # float64 layer's tensors to float32.
+        width = ops.relu(right - left - MIN_WIDTH) + MIN_WIDTH
         step = width / n
         rise = heights[..., 1:] - heights[..., :-1]
         inner_slopes = rise / step[..., None]
@@ -226,10 +228,14 @@ class PWLU(LearnableActivation):
             heights[..., -1:] - (left + width)[..., None] * kr,
         ], axis=-1)
         on = ops.cast(self.realigned.value, dtype) > 0.5
-        start = ops.where(on, left - step, 0.0)
-        inverse_step = ops.where(on, 1.0 / step, RELU_INVERSE_STEP)
+        # Typed constants: a Python float here would drop float64 to
+        # float32 on some backends.
+        start = ops.where(on, left - step, ops.zeros_like(left))
+        inverse_step = ops.where(
+            on, 1.0 / step, ops.full_like(step, RELU_INVERSE_STEP)
+        )
         slopes = ops.where(on, slopes, ops.cast(self._relu_slopes, dtype))
-        offsets = ops.where(on, offsets, 0.0)
+        offsets = ops.where(on, offsets, ops.zeros_like(offsets))
         return start, inverse_step, slopes, offsets
 
     def call(self, inputs, training=None):
@@ -354,9 +360,9 @@ class PWLU(LearnableActivation):
         self._check_built("realign")
         n = self.num_intervals
         mean = ops.convert_to_tensor(self.moving_mean.value)
-        std = ops.maximum(self.moving_std.value, 0.0)
+        std = ops.relu(self.moving_std.value)
         left = mean - self.bound_sigmas * std
-        width = ops.maximum(2.0 * self.bound_sigmas * std, MIN_WIDTH)
+        width = ops.relu(2.0 * self.bound_sigmas * std - MIN_WIDTH) + MIN_WIDTH
         fractions = ops.arange(n + 1, dtype="float32") / n
         grid = left[..., None] + width[..., None] * fractions
         self.left_bound.assign(left)
