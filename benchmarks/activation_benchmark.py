@@ -41,6 +41,11 @@ VARIANTS = {
     "abu-softmax-channel": lambda: kla.layers.ABU(
         normalization="softmax", granularity="channel"
     ),
+    "pwlu-4": lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True),
+    "pwlu-16": lambda: kla.layers.PWLU(num_intervals=16,
+                                       start_realigned=True),
+    "pwlu-64": lambda: kla.layers.PWLU(num_intervals=64,
+                                       start_realigned=True),
 }
 
 

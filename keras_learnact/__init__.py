@@ -16,6 +16,7 @@ from keras_learnact import layers
 from keras_learnact import plotting
 from keras_learnact import snapshots
 from keras_learnact.layers import ABU
+from keras_learnact.layers import PWLU
 from keras_learnact.layers import AdaptiveScaling
 from keras_learnact.layers import LearnableActivation
 
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABU",
+    "PWLU",
     "AdaptiveScaling",
     "LearnableActivation",
     "callbacks",

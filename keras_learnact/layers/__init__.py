@@ -7,5 +7,6 @@ serialisation under the package name `keras_learnact`.
 from keras_learnact.layers.abu import ABU
 from keras_learnact.layers.adaptive_scaling import AdaptiveScaling
 from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.pwlu import PWLU
 
-__all__ = ["ABU", "AdaptiveScaling", "LearnableActivation"]
+__all__ = ["ABU", "PWLU", "AdaptiveScaling", "LearnableActivation"]

@@ -1,0 +1,407 @@
+"""The Piecewise Linear Unit (PWLU) with statistics-based realignment."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.base import check_number
+
+# The smallest range width `BR - BL` used in the evaluation. A learned or
+# realigned range that is narrower (a constant channel gives sigma = 0), or
+# even inverted, is evaluated as `[BL, BL + MIN_WIDTH]`, so the interval
+# length `d` is never zero and nothing divides by zero.
+MIN_WIDTH = 1e-4
+# Phase I looks ReLU up with `start = 0` and this `1 / d`: every positive
+# normal float32 lands past index 0 (the slope-0 segment), so the phase-I
+# output is exactly `relu(x)`.
+RELU_INVERSE_STEP = 2.0**126
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class PWLU(LearnableActivation):
+    """Piecewise Linear Unit: a learned piecewise-linear function.
+
+    Formula, with `N` intervals of length `d = (BR - BL) / N` between the
+    bounds `BL < BR`, breakpoints `B_i = BL + i d` with heights `Y^0..Y^N`,
+    and outer slopes `KL`, `KR`:
+
+        x <  BL:  PWLU(x) = (x - BL) KL + Y^0
+        x >= BR:  PWLU(x) = (x - BR) KR + Y^N
+        else:     u = (x - BL) / d,  i = clip(floor(u), 0, N - 1),  r = u - i
+                  PWLU(x) = (1 - r) Y^i + r Y^{i+1}
+
+    The unit is continuous in `x` and in every parameter. It is evaluated in
+    the efficient form: from the parameters, each of the `N + 2` segments
+    `j` (left tail, the `N` intervals, right tail) gets a slope `S_j` and an
+    offset `O_j`, and `PWLU(x) = x S_j + O_j` with one index computation
+    `j = clip(floor((x - BL) / d), -1, N)` and one table lookup, whatever
+    `N` is. The tables are computed from the parameters with `keras.ops`, so
+    every parameter (bounds, heights, slopes) receives its gradient.
+
+    A range narrower than `MIN_WIDTH = 1e-4` (or inverted, `BR <= BL`) is
+    evaluated as `[BL, BL + 1e-4]`: output and gradients stay finite.
+
+    Initialisation: the ReLU. With `BL = -BR`, an even `N`, `KL = 0`, `KR = 1`
+    and `Y^i = relu(B_i)`, 0 is a breakpoint and the unit is exactly ReLU.
+    With an odd `N` (or asymmetric `initial_bounds`) the initial function is
+    the piecewise-linear interpolant of ReLU on the grid, which differs from
+    ReLU on the interval that contains 0.
+
+    Training follows the paper's two phases:
+
+    * Phase I (statistics): the unit computes exactly `relu(x)`, no gradient
+      reaches its parameters (so optimisers without weight decay leave them
+      unchanged), and in training calls it keeps the running mean and the
+      running standard deviation of its input, per layer or per channel:
+      `mu <- m mu + (1 - m) mean(x)`, `sigma <- m sigma + (1 - m) std(x)`
+      (weights `moving_mean`, init 0, and `moving_std`, init 1). Under
+      `tf.distribute` the batch statistics are those of the global batch.
+    * Phase II (learning), entered by `realign()`: `BL = mu - 3 sigma`,
+      `BR = mu + 3 sigma`, `KL = 0`, `KR = 1`, `Y^i = relu(B_i)`, then every
+      parameter is learned and the statistics are no longer updated.
+
+    The phase is the non-trainable weight `realigned` (0 or 1), read inside
+    `call`, so a compiled train step (TensorFlow graph or XLA, JAX `jit`)
+    switches phase without retracing, and the phase saves with the model.
+    In `model.fit`, the callback `keras_learnact.callbacks.PWLURealignment`
+    calls `realign()` after the warm-up epochs; in a custom training loop,
+    call `realign()` yourself between steps.
+
+    Because no gradient reaches the parameters in phase I, optimiser moments
+    are still zero when phase II starts. Weight decay, however, acts in
+    phase I too (harmlessly: realignment resets every parameter) and in
+    phase II pulls the heights towards a flat function, not towards ReLU.
+
+    Args:
+        num_intervals: `N`, the number of intervals between the bounds, an
+            integer >= 2 (default 16; the paper finds 8-16 best).
+        granularity: `"channel"` (default) for one unit per channel of
+            `axis`, or `"layer"` for one unit for the whole layer.
+        axis: the channel axis for channel granularity (default -1).
+        momentum: the momentum `m` of the running statistics, in [0, 1)
+            (default 0.9).
+        bound_sigmas: how many running standard deviations each bound lies
+            from the running mean after realignment, > 0 (default 3.0).
+        initial_bounds: `(BL, BR)` before realignment (or from the start
+            with `start_realigned=True`), finite with `BL < BR`
+            (default `(-3.0, 3.0)`, which with an even `N` gives exact ReLU).
+        start_realigned: if True, the layer starts in phase II with the
+            initial ReLU parameters and learns them from the first step,
+            skipping the statistics phase (default False).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 3)),
+    ...     keras.layers.Conv2D(4, 3),
+    ...     kla.layers.PWLU(num_intervals=8),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> pwlu = model.layers[1]
+    >>> pwlu.is_realigned()
+    False
+    >>> pwlu.curve(np.array([-2.0, 0.0, 1.5])).tolist()[0]
+    [0.0, 0.0, 1.5]
+    >>> model.compile("adam", "mse")
+    >>> x = np.random.default_rng(0).normal(size=(16, 8, 8, 3))
+    >>> history = model.fit(
+    ...     x, np.zeros((16, 1)), epochs=3, verbose=0,
+    ...     callbacks=[kla.callbacks.PWLURealignment(warmup_epochs=2)])
+    >>> pwlu.is_realigned()
+    True
+
+    Reference:
+        Zhou, Zhu, Chen, Guo, Yu, Tang, Lin, Wang, Zhou, "Learning specialized
+        activation functions with the Piecewise Linear Unit", ICCV 2021,
+        arXiv:2104.03693; journal version "PWLU: Learning Specialized
+        Activation Functions with the Piecewise Linear Unit", IEEE TPAMI 2023.
+    """
+
+    def __init__(self, num_intervals=16, granularity="channel", axis=-1,
+                 momentum=0.9, bound_sigmas=3.0, initial_bounds=(-3.0, 3.0),
+                 start_realigned=False, **kwargs):
+        super().__init__(granularity=granularity, axis=axis, **kwargs)
+        if (not isinstance(num_intervals, (int, np.integer))
+                or isinstance(num_intervals, bool) or num_intervals < 2):
+            raise ValueError(
+                f"Invalid num_intervals={num_intervals!r}: expected an "
+                "integer >= 2."
+            )
+        self.num_intervals = int(num_intervals)
+        self.momentum = check_number(
+            "momentum", momentum, 0.0, 1.0, high_open=True
+        )
+        self.bound_sigmas = check_number(
+            "bound_sigmas", bound_sigmas, 0.0, low_open=True
+        )
+        try:
+            left, right = initial_bounds
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Invalid initial_bounds={initial_bounds!r}: expected a pair "
+                "(BL, BR) of finite numbers with BL < BR."
+            ) from None
+        left = check_number("initial_bounds[0]", left)
+        right = check_number("initial_bounds[1]", right)
+        if not left < right:
+            raise ValueError(
+                f"Invalid initial_bounds={initial_bounds!r}: expected "
+                f"BL < BR, got BL={left} >= BR={right}; allowed: any finite "
+                "pair with BL < BR."
+            )
+        self.initial_bounds = (left, right)
+        self.start_realigned = bool(start_realigned)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        n = self.num_intervals
+        left, right = self.initial_bounds
+        grid = left + (right - left) * np.arange(n + 1) / n
+
+        def constant(value):
+            def init(shape, dtype=None):
+                array = np.broadcast_to(np.asarray(value, "float32"), shape)
+                return ops.convert_to_tensor(array.copy(), dtype=dtype)
+            return init
+
+        def weight(name, value, shape=(), trainable=True):
+            return self.add_weight(
+                name=name, shape=self.param_shape(*shape),
+                initializer=constant(value), trainable=trainable,
+                autocast=False,
+            )
+
+        self.left_bound = weight("left_bound", left)
+        self.right_bound = weight("right_bound", right)
+        self.heights = weight("heights", np.maximum(grid, 0.0), (n + 1,))
+        self.left_slope = weight("left_slope", 0.0)
+        self.right_slope = weight("right_slope", 1.0)
+        self.moving_mean = weight("moving_mean", 0.0, trainable=False)
+        self.moving_std = weight("moving_std", 1.0, trainable=False)
+        self.realigned = self.add_weight(
+            name="realigned", shape=(),
+            initializer=constant(1.0 if self.start_realigned else 0.0),
+            trainable=False, autocast=False,
+        )
+        # Phase I evaluates ReLU through the same lookup (see `_tables`).
+        relu_slopes = np.ones(n + 2, "float32")
+        relu_slopes[0] = 0.0
+        self._relu_slopes = relu_slopes
+        # Where each channel's row starts in the flattened tables.
+        starts = np.arange(self.channels) * (n + 2)
+        self._row_starts = starts.astype("int32").reshape(self.param_shape())
+
+    # -- the function --------------------------------------------------------
+
+    def _tables(self, dtype):
+        """The lookup of the function: start, `1 / d`, slopes, offsets.
+
+        The segment index is `trunc(clip((x - start) / d, 0, N + 1))`, where
+        `start = BL - d`, so index 0 is the left tail, `1..N` the intervals
+        and `N + 1` the right tail; the function is
+        `x * slopes[index] + offsets[index]`. In phase I these describe
+        exact ReLU: `start = 0`, a huge `1 / d` and slope 0 only at index 0.
+        Shapes: `param_shape()` for the first two, `param_shape(N + 2)` for
+        the tables.
+        """
+        n = self.num_intervals
+        left = ops.cast(self.left_bound.value, dtype)
+        right = ops.cast(self.right_bound.value, dtype)
+        heights = ops.cast(self.heights.value, dtype)
+        kl = ops.cast(self.left_slope.value, dtype)[..., None]
+        kr = ops.cast(self.right_slope.value, dtype)[..., None]
+        # max(BR - BL, MIN_WIDTH), written so that no backend promotes a
+        # float64 layer's tensors to float32.
+        width = ops.relu(right - left - MIN_WIDTH) + MIN_WIDTH
+        step = width / n
+        rise = heights[..., 1:] - heights[..., :-1]
+        inner_slopes = rise / step[..., None]
+        knots = left[..., None] + step[..., None] * ops.arange(n, dtype=dtype)
+        slopes = ops.concatenate([kl, inner_slopes, kr], axis=-1)
+        offsets = ops.concatenate([
+            heights[..., :1] - left[..., None] * kl,
+            heights[..., :-1] - knots * inner_slopes,
+            heights[..., -1:] - (left + width)[..., None] * kr,
+        ], axis=-1)
+        on = ops.cast(self.realigned.value, dtype) > 0.5
+        # Typed constants: a Python float here would drop float64 to
+        # float32 on some backends.
+        start = ops.where(on, left - step, ops.zeros_like(left))
+        inverse_step = ops.where(
+            on, 1.0 / step, ops.full_like(step, RELU_INVERSE_STEP)
+        )
+        slopes = ops.where(on, slopes, ops.cast(self._relu_slopes, dtype))
+        offsets = ops.where(on, offsets, ops.zeros_like(offsets))
+        return start, inverse_step, slopes, offsets
+
+    def call(self, inputs, training=None):
+        ndim = len(inputs.shape)
+        dtype = self.variable_dtype
+        x = ops.cast(inputs, dtype)
+        if training:
+            self._update_statistics(x)
+        start, inverse_step, slopes, offsets = self._tables(dtype)
+        u = (x - self.broadcast(start, ndim)) * self.broadcast(
+            inverse_step, ndim
+        )
+        # The upper clip keeps huge values from overflowing the cast; the
+        # lower one, on integers, also sends a NaN input (whose cast is
+        # undefined) to a valid index, so the output is NaN, not an error.
+        index = ops.maximum(
+            ops.cast(ops.minimum(u, self.num_intervals + 1.0), "int32"), 0
+        )
+        if self.granularity == "channel":
+            index = index + self.broadcast(
+                ops.convert_to_tensor(self._row_starts), ndim
+            )
+        slopes = ops.take(ops.reshape(slopes, (-1,)), index)
+        offsets = ops.take(ops.reshape(offsets, (-1,)), index)
+        return ops.cast(x * slopes + offsets, inputs.dtype)
+
+    # -- phase I statistics --------------------------------------------------
+
+    def _reduction_axes(self, ndim):
+        if self.granularity == "layer":
+            return list(range(ndim))
+        channel = ndim + self._axis_from_end
+        return [a for a in range(ndim) if a != channel]
+
+    def _batch_statistics(self, x):
+        """Mean and standard deviation of `x` per granularity.
+
+        Under a TensorFlow distribution strategy with several replicas, the
+        sums are all-reduced so that the statistics are the global batch's.
+        """
+        axes = self._reduction_axes(len(x.shape))
+        context = _multi_replica_context()
+        if context is None:
+            mean, variance = ops.moments(x, axes)
+            return mean, ops.sqrt(ops.maximum(variance, 0.0))
+        import tensorflow as tf
+
+        count = ops.cast(ops.size(x), "float32") / ops.cast(
+            ops.size(ops.sum(x, axis=axes)), "float32"
+        )
+        total, squares, count = context.all_reduce(
+            tf.distribute.ReduceOp.SUM,
+            [ops.sum(x, axis=axes), ops.sum(ops.square(x), axis=axes), count],
+        )
+        mean = total / count
+        variance = ops.maximum(squares / count - ops.square(mean), 0.0)
+        return mean, ops.sqrt(variance)
+
+    def _update_statistics(self, x):
+        m = self.momentum
+        old_mean = self.moving_mean.value
+        old_std = self.moving_std.value
+
+        def collect():
+            mean, std = self._batch_statistics(x)
+            return (m * old_mean + (1.0 - m) * mean,
+                    m * old_std + (1.0 - m) * std)
+
+        on = self.realigned.value > 0.5
+        if _multi_replica_context() is not None:
+            # Collective all-reduce must not sit inside a conditional branch.
+            mean, std = collect()
+            mean = ops.where(on, old_mean, mean)
+            std = ops.where(on, old_std, std)
+        else:
+            mean, std = ops.cond(on, lambda: (old_mean, old_std), collect)
+        self.moving_mean.assign(mean)
+        self.moving_std.assign(std)
+
+    # -- phase II ------------------------------------------------------------
+
+    def is_realigned(self):
+        """Whether the layer is in phase II (learning its parameters).
+
+        Returns:
+            A Python bool, read from the `realigned` weight.
+
+        Example:
+
+        >>> import keras_learnact as kla
+        >>> layer = kla.layers.PWLU(start_realigned=True)
+        >>> layer.build((None, 4))
+        >>> layer.is_realigned()
+        True
+        """
+        self._check_built("is_realigned")
+        return bool(ops.convert_to_numpy(self.realigned.value) > 0.5)
+
+    def realign(self):
+        """Enters phase II: resets the unit from the running statistics.
+
+        Sets `BL = mu - s sigma`, `BR = mu + s sigma` (`s = bound_sigmas`,
+        `BR` at least `BL + MIN_WIDTH`), `KL = 0`, `KR = 1`, the heights to
+        ReLU on the new grid, and the `realigned` weight to 1. From then on
+        every parameter is learned and the statistics are frozen. Calling it
+        again resets the unit again from the (frozen) statistics.
+
+        Call it between steps, not inside a compiled function; a compiled
+        train step picks the new values up without retracing.
+
+        Example:
+
+        >>> import numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.PWLU(num_intervals=4, granularity="layer")
+        >>> layer.build((None, 3))
+        >>> layer.moving_mean.assign(1.0)
+        >>> layer.moving_std.assign(0.5)
+        >>> layer.realign()
+        >>> layer.parameter_values()["right_bound"].tolist()
+        2.5
+        """
+        self._check_built("realign")
+        n = self.num_intervals
+        mean = ops.convert_to_tensor(self.moving_mean.value)
+        std = ops.relu(self.moving_std.value)
+        left = mean - self.bound_sigmas * std
+        width = ops.relu(2.0 * self.bound_sigmas * std - MIN_WIDTH) + MIN_WIDTH
+        fractions = ops.arange(n + 1, dtype="float32") / n
+        grid = left[..., None] + width[..., None] * fractions
+        self.left_bound.assign(left)
+        self.right_bound.assign(left + width)
+        self.heights.assign(ops.relu(grid))
+        self.left_slope.assign(ops.zeros_like(left))
+        self.right_slope.assign(ops.ones_like(left))
+        self.realigned.assign(1.0)
+
+    def _check_built(self, method):
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet: call it on an input "
+                f"(or call build(input_shape)) before {method}()."
+            )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_intervals": self.num_intervals,
+            "momentum": self.momentum,
+            "bound_sigmas": self.bound_sigmas,
+            "initial_bounds": list(self.initial_bounds),
+            "start_realigned": self.start_realigned,
+        })
+        return config
+
+
+def _multi_replica_context():
+    """The TensorFlow replica context when it has several replicas, else
+    None (always None on the other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if (not tf.distribute.has_strategy()
+            or tf.distribute.in_cross_replica_context()):
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context

@@ -1,0 +1,479 @@
+"""PWLU: values, gradients, the two phases, realignment, errors, contract."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_learnact.callbacks import PWLURealignment
+from keras_learnact.callbacks.pwlu_realignment import find_pwlu_layers
+from keras_learnact.layers.pwlu import PWLU
+
+from layer_contract import REPO_ROOT
+from layer_contract import LayerCase
+from layer_contract import LayerContract
+from numeric import assert_gradients_match
+
+BACKEND = keras.backend.backend()
+
+
+# -- an independent NumPy statement of the function --
+
+def np_pwlu(x, left, right, heights, kl, kr):
+    """np.interp between the bounds, straight tails outside."""
+    x = np.asarray(x, "float64")
+    grid = np.linspace(left, right, len(heights))
+    inside = np.interp(x, grid, heights)
+    return np.where(x < left, (x - left) * kl + heights[0],
+                    np.where(x >= right, (x - right) * kr + heights[-1],
+                             inside))
+
+
+def random_parameters(layer, seed=0):
+    """Random phase-II parameters; returns them per channel."""
+    rng = np.random.default_rng(seed)
+    shape = layer.left_bound.shape
+    left = rng.uniform(-2.5, -0.5, size=shape)
+    right = rng.uniform(0.5, 2.5, size=shape)
+    heights = rng.normal(size=layer.heights.shape)
+    kl = rng.uniform(-1.0, 1.0, size=shape)
+    kr = rng.uniform(0.0, 2.0, size=shape)
+    for var, value in [(layer.left_bound, left), (layer.right_bound, right),
+                       (layer.heights, heights), (layer.left_slope, kl),
+                       (layer.right_slope, kr)]:
+        var.assign(value)
+    layer.realigned.assign(1.0)
+    values = [np.atleast_1d(v) for v in (left, right)]
+    values.append(np.atleast_2d(heights))
+    values += [np.atleast_1d(v) for v in (kl, kr)]
+    return [[v[c] for v in values] for c in range(len(values[0]))]
+
+
+def values(layer, x, training=False):
+    return np.asarray(ops.convert_to_numpy(layer(x, training=training)))
+
+
+GRID = np.linspace(-4.0, 4.0, 161)
+
+
+# -- values --
+
+@pytest.mark.parametrize("n", [2, 5, 16])
+def test_values_match_numpy_at_random_parameters(n):
+    layer = PWLU(num_intervals=n, granularity="channel")
+    layer.build((None, 3))
+    params = random_parameters(layer, seed=n)
+    curves = layer.curve(GRID)
+    for c in range(3):
+        np.testing.assert_allclose(
+            curves[c], np_pwlu(GRID, *params[c]), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_layer_granularity_values_on_images():
+    layer = PWLU(num_intervals=7, granularity="layer")
+    x = np.random.default_rng(1).normal(size=(2, 5, 5, 4)) * 2
+    layer.build(x.shape)
+    (params,) = random_parameters(layer, seed=3)
+    np.testing.assert_allclose(
+        values(layer, x.astype("float32")), np_pwlu(x, *params),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_channels_first_axis():
+    layer = PWLU(num_intervals=6, granularity="channel", axis=1)
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 4)) * 2
+    layer.build(x.shape)
+    params = random_parameters(layer, seed=4)
+    y = values(layer, x.astype("float32"))
+    for c in range(3):
+        np.testing.assert_allclose(
+            y[:, c], np_pwlu(x[:, c], *params[c]), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("start_realigned", [False, True])
+def test_initial_function_is_relu(start_realigned):
+    layer = PWLU(num_intervals=16, start_realigned=start_realigned)
+    x = np.random.default_rng(3).normal(size=(16, 4, 5)).astype("float32")
+    x[0, 0] = [0.0, 3.0, -3.0, 1e-30, 50.0]
+    np.testing.assert_allclose(
+        values(layer, x), np.maximum(x, 0.0), rtol=1e-6, atol=1e-7
+    )
+    assert layer.is_realigned() is start_realigned
+
+
+def test_odd_intervals_start_as_relu_interpolant():
+    layer = PWLU(num_intervals=5, granularity="layer", start_realigned=True)
+    layer.build((None, 1))
+    grid = np.linspace(-3.0, 3.0, 6)
+    expected = np_pwlu(GRID, -3.0, 3.0, np.maximum(grid, 0.0), 0.0, 1.0)
+    np.testing.assert_allclose(layer.curve(GRID)[0], expected, atol=1e-5)
+    assert np.max(np.abs(expected - np.maximum(GRID, 0.0))) > 0.1
+
+
+def test_phase_one_is_exact_relu_whatever_the_parameters():
+    layer = PWLU(num_intervals=4, granularity="channel")
+    layer.build((None, 3))
+    random_parameters(layer)
+    layer.realigned.assign(0.0)
+    x = np.random.default_rng(4).normal(size=(64, 3)).astype("float32") * 3
+    np.testing.assert_array_equal(values(layer, x), np.maximum(x, 0.0))
+
+
+def test_extreme_inputs_give_finite_outputs_and_nan_stays_nan():
+    layer = PWLU(num_intervals=8, granularity="layer")
+    layer.build((None, 6))
+    random_parameters(layer)
+    x = np.array([[1e30, -1e30, 1e37, -1e37, 0.0, np.nan]], "float32")
+    y = values(layer, x)
+    assert np.all(np.isfinite(y[0, :5]))
+    assert np.isnan(y[0, 5])
+
+
+# -- gradients --
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_gradients_match_finite_differences(granularity):
+    layer = PWLU(num_intervals=4, granularity=granularity, dtype="float64")
+    layer.build((None, 2, 3))
+    random_parameters(layer, seed=5)
+    # Points in every segment and both tails, away from the breakpoints.
+    rng = np.random.default_rng(6)
+    x = rng.uniform(-3.5, 3.5, size=(4, 2, 3))
+    left = np.asarray(ops.convert_to_numpy(layer.left_bound))
+    right = np.asarray(ops.convert_to_numpy(layer.right_bound))
+    for c in np.ndindex(left.shape):
+        knots = np.linspace(left[c], right[c], 5)
+        xc = x[..., c[0]] if c else x
+        near = np.min(np.abs(xc[..., None] - knots), axis=-1) < 0.05
+        xc[near] += 0.1
+    assert_gradients_match(layer, x)
+
+
+def test_every_parameter_gets_a_gradient_in_phase_two_only():
+    layer = PWLU(num_intervals=4, granularity="layer", dtype="float64")
+    layer.build((None, 8))
+    random_parameters(layer)
+    x = np.linspace(-3.9, 3.9, 8)[None]
+    from numeric import analytic_gradients
+
+    grads = analytic_gradients(layer, x)
+    for name in ["left_bound", "right_bound", "heights", "left_slope",
+                 "right_slope"]:
+        assert np.any(grads[name] != 0.0), name
+    layer.realigned.assign(0.0)
+    grads = analytic_gradients(layer, x)
+    for name, g in grads.items():
+        if name != "inputs":
+            assert np.all(g == 0.0), name
+    np.testing.assert_array_equal(grads["inputs"] != 0, x > 0)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 0.0), (1.0, -1.0)])
+def test_zero_or_negative_width_stays_finite(bounds):
+    layer = PWLU(num_intervals=4, granularity="layer", dtype="float64")
+    layer.build((None, 5))
+    random_parameters(layer)
+    layer.left_bound.assign(bounds[0])
+    layer.right_bound.assign(bounds[1])
+    x = np.array([[-2.0, bounds[0], bounds[0] + 5e-5, 0.3, 2.0]])
+    from numeric import analytic_gradients
+
+    assert np.all(np.isfinite(values(layer, x)))
+    for name, g in analytic_gradients(layer, x).items():
+        assert np.all(np.isfinite(g)), name
+
+
+# -- statistics and realignment --
+
+def test_statistics_follow_momentum_per_channel():
+    layer = PWLU(num_intervals=4, momentum=0.8)
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(256, 3)) * [1.0, 2.0, 0.5] + [1.0, -1.0, 3.0])
+    x = x.astype("float32")
+    y = values(layer, x, training=True)
+    np.testing.assert_array_equal(y, np.maximum(x, 0.0))
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.moving_mean), 0.2 * x.mean(0), rtol=1e-4,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.moving_std), 0.8 + 0.2 * x.std(0),
+        rtol=1e-4,
+    )
+    values(layer, x, training=False)  # inference leaves them alone
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.moving_mean), 0.2 * x.mean(0), rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+def test_statistics_are_frozen_in_phase_two():
+    layer = PWLU(num_intervals=4, granularity="layer", start_realigned=True)
+    x = np.random.default_rng(8).normal(size=(32, 3)).astype("float32") + 5
+    values(layer, x, training=True)
+    assert float(ops.convert_to_numpy(layer.moving_mean)) == 0.0
+    assert float(ops.convert_to_numpy(layer.moving_std)) == 1.0
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_realign_sets_bounds_and_relu_interpolant(granularity):
+    n = 6
+    layer = PWLU(num_intervals=n, granularity=granularity, momentum=0.0)
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=(4096, 2)) * [0.5, 0.5] + [0.4, 0.4])
+    x = x.astype("float32")
+    values(layer, x, training=True)  # momentum 0: the batch statistics
+    layer.realign()
+    assert layer.is_realigned()
+    axis = 0 if granularity == "channel" else None
+    mean, std = x.mean(axis), x.std(axis)
+    left = np.atleast_1d(ops.convert_to_numpy(layer.left_bound))
+    right = np.atleast_1d(ops.convert_to_numpy(layer.right_bound))
+    np.testing.assert_allclose(left, mean - 3 * std, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(right, mean + 3 * std, rtol=1e-4, atol=1e-5)
+    stats_mean = np.atleast_1d(ops.convert_to_numpy(layer.moving_mean))
+    stats_std = np.atleast_1d(ops.convert_to_numpy(layer.moving_std))
+    np.testing.assert_allclose(left, stats_mean - 3 * stats_std, rtol=1e-5)
+    np.testing.assert_allclose(right, stats_mean + 3 * stats_std, rtol=1e-5)
+    for c, curve in enumerate(layer.curve(GRID)):
+        grid = np.linspace(left[c], right[c], n + 1)
+        expected = np_pwlu(GRID, left[c], right[c], np.maximum(grid, 0.0),
+                           0.0, 1.0)
+        np.testing.assert_allclose(curve, expected, atol=1e-5)
+    assert np.max(np.abs(layer.curve(GRID) - np.maximum(GRID, 0.0))) > 0.05
+
+
+def test_realign_constant_channel_is_finite():
+    layer = PWLU(num_intervals=4, momentum=0.0)
+    x = np.full((8, 2), 1.5, "float32")
+    values(layer, x, training=True)
+    layer.realign()
+    y = values(layer, np.linspace(-3, 3, 14, dtype="float32").reshape(7, 2))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(
+        layer.curve(np.array([-2.0, 1.0, 4.0]))[0], [1.5, 1.5, 4.0],
+        atol=1e-3,
+    )
+
+
+def _trainable_snapshot(layer):
+    return {w.name: np.array(ops.convert_to_numpy(w.value))
+            for w in layer.trainable_weights}
+
+
+def test_compiled_fit_two_phases_with_callback():
+    rng = np.random.default_rng(10)
+    x = (rng.normal(size=(128, 4)) * [1.0, 2.0, 0.5, 1.5] + [0.5, -1, 2, 0])
+    x = x.astype("float32")
+    y = np.abs(x).sum(axis=1, keepdims=True)
+    inputs = keras.Input((4,))
+    pwlu = PWLU(num_intervals=8)
+    outputs = keras.layers.Dense(1)(pwlu(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    initial = _trainable_snapshot(pwlu)
+    snapshots = []
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(
+            (_trainable_snapshot(pwlu), pwlu.is_realigned())
+        )
+    )
+    model.fit(x, y, batch_size=8, epochs=4, verbose=0, shuffle=False,
+              callbacks=[PWLURealignment(warmup_epochs=2), recorder])
+    for params, realigned in snapshots[:2]:
+        assert not realigned
+        for name, value in params.items():
+            np.testing.assert_array_equal(value, initial[name], err_msg=name)
+    assert snapshots[2][1] and snapshots[3][1]
+    moved = [name for name, value in snapshots[3][0].items()
+             if not np.allclose(value, snapshots[2][0][name])]
+    assert set(moved) >= {"heights"}, moved
+    # 32 phase-I steps with momentum 0.9: the statistics have converged to
+    # the data's (up to the residual 0.9**32 of the initial values and the
+    # bias of 8-sample standard deviations).
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(pwlu.moving_mean), x.mean(0), atol=0.25
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(pwlu.moving_std), x.std(0), rtol=0.2
+    )
+
+
+def test_callback_finds_nested_layers_and_skips_realigned():
+    inner = keras.Sequential([keras.Input((4,)), PWLU(num_intervals=4)])
+    done = PWLU(num_intervals=4, granularity="layer", start_realigned=True)
+    model = keras.Sequential([keras.Input((4,)), inner, done,
+                              keras.layers.Dense(1)])
+    found = find_pwlu_layers(model)
+    assert len(found) == 2 and done in found
+    done.left_bound.assign(-1.0)
+    callback = PWLURealignment(warmup_epochs=0)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    assert all(layer.is_realigned() for layer in found)
+    assert float(ops.convert_to_numpy(done.left_bound)) == -1.0
+
+
+def test_callback_waits_for_warmup():
+    layer = PWLU(num_intervals=4)
+    model = keras.Sequential([keras.Input((4,)), layer])
+    callback = PWLURealignment(warmup_epochs=3)
+    callback.set_model(model)
+    callback.on_epoch_begin(2)
+    assert not layer.is_realigned()
+    callback.on_epoch_begin(5)  # resumed past the warm-up
+    assert layer.is_realigned()
+
+
+_RESUME = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import keras
+    from keras import ops
+    import keras_learnact
+    from keras_learnact.callbacks import PWLURealignment
+    model = keras.models.load_model(sys.argv[1])
+    layer = [l for l in model.layers if type(l).__name__ == "PWLU"][0]
+    assert not layer.is_realigned()
+    mean = ops.convert_to_numpy(layer.moving_mean).copy()
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32") + 3
+    model.fit(x, x[:, :1], epochs=1, verbose=0,
+              callbacks=[PWLURealignment(warmup_epochs=1)])
+    after = ops.convert_to_numpy(layer.moving_mean)
+    assert not layer.is_realigned()
+    assert not np.allclose(after, mean)  # phase I continued
+    saved_std = ops.convert_to_numpy(layer.moving_std)
+    layer.realign()
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer.left_bound), after - 3 * saved_std,
+        rtol=1e-5)
+    print("RESUMED-OK")
+    """
+)
+
+
+def test_phase_one_model_resumes_in_fresh_process(tmp_path):
+    layer = PWLU(num_intervals=4)
+    model = keras.Sequential([keras.Input((4,)), layer,
+                              keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    x = np.random.default_rng(11).normal(size=(32, 4)).astype("float32")
+    model.fit(x, x[:, :1], epochs=1, verbose=0)
+    assert not layer.is_realigned()
+    assert not np.allclose(ops.convert_to_numpy(layer.moving_std), 1.0)
+    path = str(tmp_path / "phase1.keras")
+    model.save(path)
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    out = subprocess.run(
+        [sys.executable, "-c", _RESUME, path], env=env, cwd=str(tmp_path),
+        capture_output=True, text=True, timeout=600,
+    )
+    assert "RESUMED-OK" in out.stdout, out.stderr[-3000:]
+
+
+if BACKEND == "tensorflow":
+
+    _MIRRORED = textwrap.dedent(
+        """
+        import numpy as np
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        from keras import ops
+        from keras_learnact.layers.pwlu import PWLU
+
+        rng = np.random.default_rng(0)
+        x = (rng.normal(size=(64, 3)) * [1.0, 3.0, 0.2] + [2.0, 0.0, -1.0])
+        x = x.astype("float32")
+        # Replicas see different halves: their own statistics differ.
+        x[:32] += 1.0
+
+        def statistics(strategy):
+            with strategy.scope():
+                layer = PWLU(num_intervals=4, momentum=0.0)
+                model = keras.Sequential([keras.Input((3,)), layer])
+                model.compile("sgd", "mse")
+            model.fit(x, x, batch_size=64, epochs=1, verbose=0,
+                      shuffle=False)
+            return [ops.convert_to_numpy(layer.moving_mean),
+                    ops.convert_to_numpy(layer.moving_std)]
+
+        mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        assert mirrored.num_replicas_in_sync == 2
+        two = statistics(mirrored)
+        one = statistics(tf.distribute.get_strategy())
+        np.testing.assert_allclose(two[0], x.mean(0), rtol=1e-4)
+        np.testing.assert_allclose(two[1], x.std(0), rtol=1e-4)
+        for a, b in zip(one, two):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        print("MIRRORED-OK")
+        """
+    )
+
+    def test_mirrored_strategy_uses_global_batch_statistics():
+        env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+        out = subprocess.run(
+            [sys.executable, "-c", _MIRRORED], env=env, capture_output=True,
+            text=True, timeout=600,
+        )
+        assert "MIRRORED-OK" in out.stdout, out.stderr[-3000:]
+
+
+# -- bad input --
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"num_intervals": 1}, r"num_intervals=1.*>= 2"),
+    ({"num_intervals": 4.0}, r"num_intervals=4.0.*integer >= 2"),
+    ({"initial_bounds": (1.0, 1.0)}, r"BL < BR.*BL=1.0 >= BR=1.0"),
+    ({"initial_bounds": (2.0, -1.0)}, r"BL < BR"),
+    ({"initial_bounds": (0.0, np.inf)}, r"initial_bounds\[1\]=inf"),
+    ({"initial_bounds": 3.0}, r"initial_bounds=3.0.*pair"),
+    ({"momentum": 1.0}, r"momentum=1.0.*\[0.0, 1.0\)"),
+    ({"momentum": -0.1}, r"momentum=-0.1.*\[0.0, 1.0\)"),
+    ({"bound_sigmas": 0.0}, r"bound_sigmas=0.0.*\(0.0, inf\]"),
+    ({"granularity": "pixel"}, r"granularity='pixel'"),
+])
+def test_bad_arguments_name_value_and_range(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        PWLU(**kwargs)
+
+
+@pytest.mark.parametrize("warmup", [-1, 1.5, True])
+def test_bad_warmup(warmup):
+    with pytest.raises(ValueError, match=r"warmup_epochs=.*integer >= 0"):
+        PWLURealignment(warmup_epochs=warmup)
+
+
+def test_realign_before_build_is_an_error():
+    with pytest.raises(ValueError, match="not built"):
+        PWLU().realign()
+
+
+# -- the shared contract (phase II: the trainable weights must move) --
+
+class TestPWLUContract(LayerContract):
+    cases = [
+        LayerCase("pwlu-layer", PWLU,
+                  {"granularity": "layer", "num_intervals": 8,
+                   "start_realigned": True},
+                  (6, 6, 3), trainable=5, non_trainable=3),
+        LayerCase("pwlu-channel", PWLU,
+                  {"num_intervals": 16, "start_realigned": True,
+                   "initial_bounds": [-2.0, 2.0]},
+                  (6, 6, 3), trainable=5, non_trainable=3),
+        LayerCase("pwlu-channels-first", PWLU,
+                  {"granularity": "channel", "axis": 1, "num_intervals": 5,
+                   "start_realigned": True, "momentum": 0.5},
+                  (3, 4, 4), trainable=5, non_trainable=3),
+    ]
