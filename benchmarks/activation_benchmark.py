@@ -8,8 +8,9 @@ max-pooling between stages, global average pooling and dense logits; batch
 Timings alternate the models round by round in one process, and every time
 is reported as a ratio to ReLU measured in the same round (this machine is
 noisy: only ratios measured side by side mean anything). Peak memory is the
-growth of the process's peak resident set during training, measured in a
-fresh subprocess per model, also as a ratio to ReLU.
+peak tensor memory of a steady-state training step, read from TensorFlow's
+allocator statistics in a fresh subprocess per model, also as a ratio to
+ReLU.
 
 Run:
 
@@ -140,28 +141,34 @@ def time_models(names, rounds, steps, batch_size, jit):
     return results
 
 
-def _peak_rss_growth(name, batch_size, steps, jit):
-    """Peak resident-set growth (MiB) of training `name`, in this process."""
-    def status(field):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError(field)
+def _peak_training_memory(name, batch_size, jit):
+    """Peak tensor memory (MiB) of one steady-state training step.
+
+    Runs in a child process whose TensorFlow uses the BFC allocator on the
+    CPU (`TF_CPU_ALLOCATOR_USE_BFC`), so that its allocator statistics are
+    exact. Two warm-up steps build everything once (traced functions, XLA
+    kernels, optimizer slots); the peak of the third step above what was
+    allocated before it is what the step itself holds at its peak:
+    activations kept for the backward pass and temporaries.
+    """
+    import tensorflow as tf
 
     model = _compiled(name, jit)
     x, y = _data(batch_size)
-    model.predict_on_batch(x[:2])
-    before = status("VmRSS:")
-    for _ in range(steps):
+    for _ in range(2):
         model.train_on_batch(x, y)
-    return status("VmHWM:") - before
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    model.train_on_batch(x, y)
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return (peak - before) / 2**20
 
 
 def measure_memory(names, batch_size, jit, repeats=2):
-    """Ratio to ReLU of the peak memory growth during training.
+    """Ratio to ReLU of the peak tensor memory of a training step.
 
-    Each measurement runs in a fresh subprocess; the median over `repeats`.
+    Each measurement runs in a fresh subprocess (see
+    `_peak_training_memory`); the median over `repeats`. TensorFlow only.
 
     Args:
         names: variant names.
@@ -181,6 +188,8 @@ def measure_memory(names, batch_size, jit, repeats=2):
                  "--batch-size", str(batch_size)]
                 + (["--jit"] if jit else []),
                 check=True, capture_output=True, text=True,
+                env={**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true",
+                     "KERAS_BACKEND": "tensorflow"},
             ).stdout
             growth[name].append(json.loads(out.strip().splitlines()[-1]))
     base = statistics.median(growth["relu"])
@@ -202,6 +211,7 @@ def format_table(results):
     """
     cols = [("train", "train step / ReLU"), ("predict", "predict / ReLU"),
             ("memory", "peak train memory / ReLU"),
+            ("memory_mib", "peak train MiB"),
             ("train_ms", "train step ms (median)")]
     cols = [c for c in cols if any(c[0] in r for r in results.values())]
     lines = ["| activation | " + " | ".join(h for _, h in cols) + " |",
@@ -211,7 +221,8 @@ def format_table(results):
         for key, _ in cols:
             value = r.get(key)
             cells.append("" if value is None else (
-                f"{value:.0f}" if key.endswith("_ms") else f"{value:.2f}x"))
+                f"{value:.0f}" if key.endswith(("_ms", "_mib"))
+                else f"{value:.2f}x"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -235,8 +246,8 @@ def main(argv=None):
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(_peak_rss_growth(
-            args.memory_child, args.batch_size, 3, args.jit)))
+        print(json.dumps(_peak_training_memory(
+            args.memory_child, args.batch_size, args.jit)))
         return
     results = time_models(args.variants, args.rounds, args.steps,
                           args.batch_size, args.jit)

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _basis
+from keras_learnact.layers._fused import fuse
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 
@@ -212,11 +213,18 @@ class ABU(LearnableActivation):
         return np.asarray(ops.convert_to_numpy(self.blend()), dtype="float32")
 
     def call(self, inputs, training=None):
-        ndim = len(inputs.shape)
-        weights = ops.cast(self.blend(), inputs.dtype)
-        beta = None
+        params = [ops.cast(self.blend(), inputs.dtype)]
         if self.swish_beta is not None:
-            beta = self.broadcast(ops.cast(self.swish_beta, inputs.dtype), ndim)
+            params.append(ops.cast(self.swish_beta, inputs.dtype))
+        if not hasattr(self, "_fused_blend"):
+            self._fused_blend = fuse(self._blend)
+        return self._fused_blend(inputs, *params)
+
+    def _blend(self, inputs, weights, beta=None):
+        """`sum_j w_j g_j(x)` for normalised weights `w` (see `fuse`)."""
+        ndim = len(inputs.shape)
+        if beta is not None:
+            beta = self.broadcast(beta, ndim)
         outputs = None
         for j, name in enumerate(self.basis):
             term = self.broadcast(weights[..., j], ndim) * _basis.apply(

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_learnact.layers._fused import fuse
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_number
 
@@ -239,12 +240,18 @@ class PWLU(LearnableActivation):
         return start, inverse_step, slopes, offsets
 
     def call(self, inputs, training=None):
-        ndim = len(inputs.shape)
         dtype = self.variable_dtype
         x = ops.cast(inputs, dtype)
         if training:
             self._update_statistics(x)
-        start, inverse_step, slopes, offsets = self._tables(dtype)
+        if not hasattr(self, "_fused_lookup"):
+            self._fused_lookup = fuse(self._lookup)
+        outputs = self._fused_lookup(x, *self._tables(dtype))
+        return ops.cast(outputs, inputs.dtype)
+
+    def _lookup(self, x, start, inverse_step, slopes, offsets):
+        """One index computation and one lookup: `x * S[j] + O[j]`."""
+        ndim = len(x.shape)
         u = (x - self.broadcast(start, ndim)) * self.broadcast(
             inverse_step, ndim
         )
@@ -260,7 +267,7 @@ class PWLU(LearnableActivation):
             )
         slopes = ops.take(ops.reshape(slopes, (-1,)), index)
         offsets = ops.take(ops.reshape(offsets, (-1,)), index)
-        return ops.cast(x * slopes + offsets, inputs.dtype)
+        return x * slopes + offsets
 
     # -- phase I statistics --------------------------------------------------
 

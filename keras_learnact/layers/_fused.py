@@ -1,0 +1,77 @@
+"""Fusing an elementwise activation into one kernel on TensorFlow.
+
+Without XLA (Keras's default for TensorFlow on a CPU), every `keras.ops` call
+in an activation is a separate kernel and a full pass over memory, so a
+five-function ABU or a table-lookup PWLU costs many times a ReLU. `fuse`
+keeps the mathematics in `keras.ops` and changes only how TensorFlow runs it:
+
+- forward: `fn(x, *params)` compiled by XLA into one fused kernel, which
+  reads `x` and writes `y` and keeps no intermediate for the backward pass;
+- backward: the input gradient recomputed from `x` by a second fused XLA
+  kernel, while the parameter gradients (reductions over the whole tensor,
+  which XLA runs slowly on CPUs) come from TensorFlow's ordinary autodiff of
+  `fn`, where graph pruning keeps only what they need.
+
+On JAX the train step is already compiled by XLA, which fuses the same way,
+and on PyTorch `fn` runs as written: for both `fuse` returns `fn` unchanged.
+The result is numerically the same function with the same gradients.
+"""
+
+import keras
+
+
+def fuse(fn):
+    """Returns `fn` fused as described in the module docstring.
+
+    Args:
+        fn: a function `fn(x, *params) -> y` written with `keras.ops`,
+            elementwise in `x` (`y` has the shape of `x`), whose `params`
+            are tensors (read variables, not variables).
+
+    Returns:
+        A function with the signature and gradients of `fn`.
+
+    Example:
+
+    >>> from keras import ops
+    >>> scaled_tanh = fuse(lambda x, a: a * ops.tanh(x))
+    >>> float(ops.convert_to_numpy(scaled_tanh(ops.ones((2,)), 2.0))[0])
+    1.523...
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    forward = tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+    def input_gradient(upstream, x, *params):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x, *params)
+        return tape.gradient(y, x, output_gradients=upstream)
+
+    backward = tf.function(
+        input_gradient, jit_compile=True, reduce_retracing=True
+    )
+
+    @tf.custom_gradient
+    def fused(x, *params):
+        def gradient(upstream):
+            if not params:
+                return backward(upstream, x)
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                y = fn(x, *params)
+            param_grads = tape.gradient(
+                y, params, output_gradients=upstream,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            return (backward(upstream, x, *params), *param_grads)
+
+        return forward(x, *params), gradient
+
+    def call(x, *params):
+        params = [tf.cast(p, x.dtype) for p in params]
+        return fused(x, *params)
+
+    return call
