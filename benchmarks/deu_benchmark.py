@@ -19,11 +19,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-from keras import ops  # noqa: E402
-
 from activation_benchmark import VARIANTS  # noqa: E402
 from activation_benchmark import format_table  # noqa: E402
 from activation_benchmark import time_models  # noqa: E402
+from keras import ops  # noqa: E402
+
 from keras_learnact.layers.deu import DEU  # noqa: E402
 
 
