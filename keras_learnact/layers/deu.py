@@ -1,0 +1,455 @@
+"""Differential Equation Units: each unit is the solution of a learned ODE."""
+
+import keras
+from keras import ops
+
+from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.base import check_choice
+from keras_learnact.layers.base import check_number
+
+CRITICAL_DAMPING = ("exact", "reference")
+# The surrogate gradient is estimated on this many examples of each batch.
+SURROGATE_EXAMPLES = 8
+
+# Every closed form is written in one common shape,
+#
+#   y(t) = K0 + K1 t + K2 t^2 + g1(t) [M1 t + MC cos(w t) + MS sin(w t)]
+#          + G2 g2(t) + S / (1 + g2(t)),
+#   g1(t) = E(r1 t),  g2(t) = E(r2 t),  E(z) = exp(min(z, cap)),
+#
+# where every coefficient X is per unit and takes the value X_P for t <= 0
+# and X_P + X_Q for t > 0 (X_P: the homogeneous part, X_Q: the step
+# response switched on by H(t)). `SELECTED` lists the coefficients with both
+# parts; K2 only has a Q part and S only a P part.
+SELECTED = ("K0", "K1", "M1", "MC", "MS", "G2")
+COEFFICIENTS = (
+    "r1", "r2", "w", "K2", "S", *(n + "P" for n in SELECTED),
+    *(n + "Q" for n in SELECTED),
+)
+
+
+def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
+                     critical_damping="exact"):
+    """Per-unit rates and coefficients of the common form of every case.
+
+    Each unit's case is chosen from its parameters: `A = |a| >= eps`,
+    `B = |b| >= eps`, `C = |c| >= eps`, `D = b^2 - 4ac`. Each case's
+    formulas see sanitised parameters (the real value where the case is
+    active, a harmless constant elsewhere), so no inactive case produces
+    inf or NaN, in the values or in the gradients.
+
+    Args:
+        a, b, c, c1, c2: tensors of the same shape (one entry per unit).
+        epsilon: the threshold below which a coefficient counts as zero.
+        step_sharpness: `sigma` of the smoothed step `1 / (1 + E(-sigma t))`
+            of the case `c y = H`.
+        critical_damping: `"exact"` for the true critically damped solution
+            or `"reference"` for the reference code's version (`a` and `c`
+            snapped to `sign * |b| / 2`, so that the rate is `+-1`).
+
+    Returns:
+        A dict from the names in `COEFFICIENTS` to tensors shaped like `a`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> k = deu_coefficients(*np.array([[1.0], [3.0], [1.0], [0.0], [0.0]],
+    ...                                "float32"))
+    >>> round(float(k["K0Q"][0]), 3)  # overdamped: the step response -> 1/c
+    1.0
+    """
+    zero = ops.zeros_like(a)
+    one = ops.ones_like(a)
+    big_a = ops.abs(a) >= epsilon
+    big_b = ops.abs(b) >= epsilon
+    big_c = ops.abs(c) >= epsilon
+    small_a, small_b, small_c = (
+        ops.logical_not(big_a), ops.logical_not(big_b),
+        ops.logical_not(big_c),
+    )
+    both = ops.logical_and
+    out = {name: zero for name in COEFFICIENTS}
+
+    def add(mask, **values):
+        for name, value in values.items():
+            out[name] = out[name] + ops.where(mask, value, zero)
+
+    def safe(mask, x, value):
+        return ops.where(mask, x, value * one)
+
+    # A=0 B=0 C=0: the identity.
+    add(both(small_a, both(small_b, small_c)), K1P=one)
+    # A=0 B=0 C=1: c y = H, smoothed: 1 / (c (1 + E(-sigma t))).
+    m = both(small_a, both(small_b, big_c))
+    add(m, S=1.0 / safe(m, c, 1.0), r2=-step_sharpness * one)
+    # A=0 B=1 C=0: b y' = H: H t / b + c1.
+    m = both(small_a, both(big_b, small_c))
+    add(m, K0P=c1, K1Q=1.0 / safe(m, b, 1.0))
+    # A=0 B=1 C=1: b y' + c y = H.
+    m = both(small_a, both(big_b, big_c))
+    bs, cs = safe(m, b, 1.0), safe(m, c, 1.0)
+    add(m, r1=-cs / bs, MCP=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs)
+    # A=1 B=0 C=0: a y'' = H.
+    m = both(big_a, both(small_b, small_c))
+    add(m, K0P=c2, K1P=c1, K2=0.5 / safe(m, a, 1.0))
+    # A=1 B=0 C=1, ac > 0: oscillator with w = sign(a) k, k = sqrt(c/a).
+    m_ac = both(big_a, both(small_b, big_c))
+    m = both(m_ac, a * c > 0)
+    as_, cs = safe(m, a, 1.0), safe(m, c, 1.0)
+    add(m, w=ops.sqrt(cs / as_), MCP=c1, MSP=c2 * ops.sign(as_),
+        K0Q=1.0 / cs, MCQ=-1.0 / cs)
+    # A=1 B=0 C=1, ac < 0: rates +-k, k = sqrt(-c/a); E(l t), l = sign(a) k.
+    m = both(m_ac, a * c < 0)
+    as_, cs = safe(m, a, 1.0), safe(m, c, -1.0)
+    k = ops.sqrt(-cs / as_)
+    positive = as_ > 0
+    add(m, r1=k, r2=-k,
+        MCP=ops.where(positive, c2, c1), G2P=ops.where(positive, c1, c2),
+        K0Q=1.0 / cs, MCQ=-0.5 / cs, G2Q=-0.5 / cs)
+    # A=1 B=1 C=0: a y'' + b y' = H.
+    m = both(big_a, both(big_b, small_c))
+    as_, bs = safe(m, a, 1.0), safe(m, b, 1.0)
+    ratio = as_ / bs
+    add(m, r1=-bs / as_, K0P=c2, MCP=-c1 * ratio,
+        K1Q=1.0 / bs, K0Q=-ratio / bs, MCQ=ratio / bs)
+    # A=B=C=1: the damped oscillator, split by the discriminant.
+    full = both(big_a, both(big_b, big_c))
+    disc = b * b - 4.0 * a * c
+    m = both(full, ops.abs(disc) < epsilon)
+    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 2.0), safe(m, c, 1.0)
+    if critical_damping == "reference":
+        half_b = 0.5 * ops.abs(bs)
+        as_, cs = ops.sign(as_) * half_b, ops.sign(cs) * half_b
+    r = -bs / (2.0 * as_)
+    add(m, r1=r, MCP=c2, M1P=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs, M1Q=r / cs)
+    m = both(full, disc <= -epsilon)
+    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 0.0), safe(m, c, 1.0)
+    root = ops.sqrt(4.0 * as_ * cs - bs * bs)
+    add(m, r1=-bs / (2.0 * as_), w=root / (2.0 * as_), MCP=c1, MSP=c2,
+        K0Q=1.0 / cs, MCQ=-1.0 / cs, MSQ=-bs / (cs * root))
+    m = both(full, disc >= epsilon)
+    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 3.0), safe(m, c, 1.0)
+    s = ops.sqrt(bs * bs - 4.0 * as_ * cs)
+    add(m, r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
+        MCP=c2, G2P=c1, K0Q=1.0 / cs, MCQ=-(bs + s) / (2.0 * s * cs),
+        G2Q=-(s - bs) / (2.0 * s * cs))
+    return out
+
+
+def _capped_exp(z, cap):
+    return ops.exp(ops.minimum(z, cap))
+
+
+def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
+    """Evaluates the common form at `t` for coefficients `k`.
+
+    Args:
+        t: the input tensor.
+        k: a dict from `deu_coefficients`.
+        exponent_cap: the cap of every exponent.
+        expand: a function lining a per-unit coefficient up with `t`
+            (default: none, the coefficients already broadcast).
+
+    Returns:
+        `y(t)`, unclipped, shaped like `t`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
+    >>> float(deu_evaluate(np.float32(2.5), k))  # A=B=C=0: the identity
+    2.5
+    """
+    expand = expand or (lambda x: x)
+    positive = t > 0
+
+    step = ops.cast(positive, t.dtype)
+
+    def pick(name):
+        return expand(k[name + "P"]) + step * expand(k[name + "Q"])
+
+    def used(*names):
+        return ops.any(ops.stack([ops.any(k[n] != 0) for n in names]))
+
+    g1 = _capped_exp(expand(k["r1"]) * t, exponent_cap)
+    g2 = _capped_exp(expand(k["r2"]) * t, exponent_cap)
+    angle = expand(k["w"]) * t
+    inner = pick("MC") * ops.cos(angle) + pick("MS") * ops.sin(angle)
+    inner = ops.cond(used("M1P", "M1Q"),
+                     lambda: inner + pick("M1") * t, lambda: inner)
+    y = pick("K0") + pick("K1") * t + g1 * inner + pick("G2") * g2
+    y = ops.cond(
+        used("K2"),
+        lambda: y + ops.where(positive, expand(k["K2"]), 0.0) * t * t,
+        lambda: y)
+    return ops.cond(used("S"), lambda: y + expand(k["S"]) / (1.0 + g2),
+                    lambda: y)
+
+
+def deu_value_and_slope(t, k, exponent_cap=14.0):
+    """`y(t)` and `y'(t)` of the common form, for per-unit `t`.
+
+    Used to fit the neighbouring solution of the surrogate gradient.
+
+    Args:
+        t: a tensor shaped like the coefficients (one point per unit).
+        k: a dict from `deu_coefficients`.
+        exponent_cap: the cap of every exponent.
+
+    Returns:
+        `(value, slope)`, tensors shaped like `t`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
+    >>> [float(v) for v in deu_value_and_slope(np.float32(3.0), k)]
+    [3.0, 1.0]
+    """
+    positive = t > 0
+
+    def pick(name):
+        return ops.where(positive, k[name + "P"] + k[name + "Q"],
+                         k[name + "P"])
+
+    def exp_and_slope(rate):
+        z = rate * t
+        e = _capped_exp(z, exponent_cap)
+        return e, ops.where(z < exponent_cap, rate * e, 0.0)
+
+    g1, dg1 = exp_and_slope(k["r1"])
+    g2, dg2 = exp_and_slope(k["r2"])
+    w = k["w"]
+    cos, sin = ops.cos(w * t), ops.sin(w * t)
+    k0, k1, k2 = pick("K0"), pick("K1"), ops.where(positive, k["K2"], 0.0)
+    m1, mc, ms, g2c = pick("M1"), pick("MC"), pick("MS"), pick("G2")
+    inner = m1 * t + mc * cos + ms * sin
+    d_inner = m1 - mc * w * sin + ms * w * cos
+    value = (k0 + k1 * t + k2 * t * t + g1 * inner + g2c * g2
+             + k["S"] / (1.0 + g2))
+    slope = (k1 + 2.0 * k2 * t + dg1 * inner + g1 * d_inner + g2c * dg2
+             - k["S"] * dg2 / ((1.0 + g2) * (1.0 + g2)))
+    return value, slope
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class DEU(LearnableActivation):
+    """Differential Equation Unit: the learned step response of an ODE.
+
+    Each unit learns the solution of
+
+        a y''(t) + b y'(t) + c y(t) = H(t),     H(t) = 1 if t > 0 else 0,
+
+    with the pre-activation `t` as time:
+
+        y(t) = c1 phi1(t) + c2 phi2(t) + H(t) yp(t),
+
+    where `phi1, phi2` span the homogeneous solutions, `yp` is the step
+    response with `yp(0) = yp'(0) = 0`, and `a, b, c, c1, c2` are learned
+    (weights `a`, `b`, `c` initialised `U(0, 1)`, `c1`, `c2` zeros). With
+    `E(z) = exp(min(z, exponent_cap))` and `A = |a| >= eps`,
+    `B = |b| >= eps`, `C = |c| >= eps`, `D = b^2 - 4ac`, each unit is in one
+    of eleven cases chosen from its current parameters:
+
+    | case | closed form |
+    |---|---|
+    | A=B=C=0 | `t` |
+    | C only | `1 / (c (1 + E(-sigma t)))` |
+    | B only | `H t / b + c1` |
+    | B, C | `c1 E(-ct/b) + H (1 - E(-ct/b)) / c` |
+    | A only | `H t^2 / (2a) + c1 t + c2` |
+    | A, C, ac > 0 | `c1 cos(wt) + c2 sin(wt) + H (1 - cos(kt)) / c` |
+    | A, C, ac < 0 | `c1 E(-lt) + c2 E(lt) - H (E(kt) - 2 + E(-kt)) / (2c)` |
+    | A, B | `c2 - c1 (a/b) E(-bt/a) + H [t/b - (a/b^2)(1 - E(-bt/a))]` |
+    | A, B, C, abs(D) < eps | critically damped, rate `r = -b/(2a)` |
+    | A, B, C, D < 0 | underdamped |
+    | A, B, C, D > 0 | overdamped |
+
+    (`k = sqrt(|c/a|)`, `w = sign(a) k`, `l = sign(a) k`; the damped forms
+    are in docs/layers/deu.md.) The output is clipped to
+    `[-output_clip, output_clip]`.
+
+    Every case is written in one common form (two capped exponentials, a
+    cosine and a sine of per-unit rates, a quadratic and a smoothed step,
+    with per-unit coefficients), so the whole tensor is evaluated at once,
+    whatever mix of cases the units are in, at the cost of about one case.
+
+    Degenerate cases (any of `|a|, |b|, |c|` below `epsilon`) do not depend
+    on the small coefficient, so it would get no gradient and stay stuck.
+    With `surrogate_gradient=True` (default, as in the reference) its
+    gradient is taken from the neighbouring non-degenerate solution: the
+    small coefficients moved to `+-epsilon`, `c1, c2` refitted so that value
+    and slope match the degenerate solution at the batch-mean input; the
+    forward value is unchanged. It is applied whenever `training` is not
+    False.
+
+    Args:
+        granularity: `"channel"` (default: one ODE per unit after a `Dense`
+            layer, per channel after a convolution) or `"layer"`.
+        axis: the channel axis for channel granularity (default -1).
+        epsilon: a coefficient with `|x| < epsilon` counts as zero (0.01).
+        step_sharpness: `sigma` of the smoothed step of the case `c y = H`
+            (100).
+        exponent_cap: every exponent is capped at this value (14).
+        output_clip: the output is clipped to `[-output_clip, output_clip]`
+            (1000).
+        critical_damping: `"exact"` (default) for the true critically damped
+            solution, or `"reference"` for the reference code's version,
+            which snaps `a` and `c` to `sign * |b| / 2` (rate `+-1`).
+        surrogate_gradient: whether degenerate coefficients get the
+            neighbouring solution's gradient (default True).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import keras, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((2,)),
+    ...     keras.layers.Dense(4),
+    ...     kla.layers.DEU(),
+    ...     keras.layers.Dense(2),
+    ... ])
+    >>> [w.name for w in model.layers[1].weights]
+    ['a', 'b', 'c', 'c1', 'c2']
+
+    Reference:
+        Rezaei, Ghasemi, Ganjtabesh, Yazdanbakhsh, "Differential Equation
+        Units: Learning Functional Forms of Activation Functions from Data",
+        AAAI 2020, arXiv:1909.03033.
+    """
+
+    def __init__(self, granularity="channel", axis=-1, epsilon=0.01,
+                 step_sharpness=100.0, exponent_cap=14.0, output_clip=1000.0,
+                 critical_damping="exact", surrogate_gradient=True, **kwargs):
+        super().__init__(granularity=granularity, axis=axis, **kwargs)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, low_open=True)
+        self.step_sharpness = check_number(
+            "step_sharpness", step_sharpness, 0.0, low_open=True
+        )
+        self.exponent_cap = check_number(
+            "exponent_cap", exponent_cap, 0.0, 80.0, low_open=True
+        )
+        self.output_clip = check_number(
+            "output_clip", output_clip, 0.0, 1e30, low_open=True
+        )
+        self.critical_damping = check_choice(
+            "critical_damping", critical_damping, CRITICAL_DAMPING
+        )
+        if not isinstance(surrogate_gradient, bool):
+            raise ValueError(
+                f"Invalid surrogate_gradient={surrogate_gradient!r}: "
+                "expected True or False."
+            )
+        self.surrogate_gradient = surrogate_gradient
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        uniform = keras.initializers.RandomUniform(0.0, 1.0)
+        for name in ("a", "b", "c"):
+            setattr(self, name, self.add_weight(
+                name=name, shape=self.param_shape(), initializer=uniform))
+        for name in ("c1", "c2"):
+            setattr(self, name, self.add_weight(
+                name=name, shape=self.param_shape(), initializer="zeros"))
+
+    def _dtype(self):
+        dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        return "float64" if dtype == "float64" else "float32"
+
+    def _parameters(self):
+        dtype = self._dtype()
+        return [ops.cast(w, dtype) for w in
+                (self.a, self.b, self.c, self.c1, self.c2)]
+
+    def _coefficients(self, a, b, c, c1, c2):
+        return deu_coefficients(
+            a, b, c, c1, c2, self.epsilon, self.step_sharpness,
+            self.critical_damping,
+        )
+
+    def call(self, inputs, training=None):
+        dtype = self._dtype()
+        t = ops.cast(inputs, dtype)
+        ndim = len(t.shape)
+
+        def expand(x):
+            return self.broadcast(x, ndim)
+
+        params = self._parameters()
+        k = self._coefficients(*params)
+        y = ops.clip(deu_evaluate(t, k, self.exponent_cap, expand),
+                     -self.output_clip, self.output_clip)
+        if self.surrogate_gradient and training is not False:
+            small = [ops.abs(x) < self.epsilon for x in params[:3]]
+            degenerate = ops.logical_or(
+                small[0], ops.logical_or(small[1], small[2]))
+            y = ops.cond(
+                ops.any(degenerate),
+                lambda: self._with_surrogate(
+                    y, t, params, k, small, degenerate, expand),
+                lambda: y)
+        return ops.cast(y, self.compute_dtype)
+
+    def _with_surrogate(self, y, t, params, k, small, degenerate, expand):
+        """`y`, plus a term of value zero that carries, for every degenerate
+        unit, the neighbouring solution's gradient for the small
+        coefficients. The term is evaluated on the first
+        `SURROGATE_EXAMPLES` examples of the batch and scaled up to the
+        batch size (an estimate of the full-batch sum that costs a fraction
+        of a second evaluation)."""
+        a, b, c, c1, c2 = params
+        sg = ops.stop_gradient
+        eps = self.epsilon
+        ones = ops.ones_like(a)
+        moved = []
+        for x, is_small in zip((a, b, c), small, strict=True):
+            target = eps * ops.where(x < 0, -ones, ones)
+            # The value of `target`, the gradient of `x` (small ones only).
+            moved.append(ops.where(is_small, x + sg(target - x), sg(x)))
+        t_sg = sg(t)
+        axes = [i for i in range(len(t.shape))
+                if self.granularity == "layer"
+                or i != len(t.shape) + self._axis_from_end]
+        t0 = ops.mean(t_sg, axis=axes)
+        # Refit c1, c2 of the neighbour: value and slope at t0 match.
+        value, slope = deu_value_and_slope(
+            t0, {n: sg(x) for n, x in k.items()}, self.exponent_cap)
+        near = [sg(x) for x in moved]
+        zero, one = ops.zeros_like(a), ops.ones_like(a)
+        basis = [deu_value_and_slope(
+            t0, self._coefficients(*near, p, q), self.exponent_cap)
+            for p, q in ((zero, zero), (one, zero), (zero, one))]
+        (v0, s0), (v1, s1), (v2, s2) = basis
+        det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
+        solvable = ops.logical_and(
+            ops.abs(det) > 1e-12, ops.isfinite(det))
+        det = ops.where(solvable, det, 1.0)
+        rv, rs = value - v0, slope - s0
+        fit1 = ((s2 - s0) * rv - (v2 - v0) * rs) / det
+        fit2 = ((v1 - v0) * rs - (s1 - s0) * rv) / det
+        limit = self.output_clip
+        fits = [ops.clip(ops.where(ops.logical_and(solvable, ops.isfinite(
+            f)), f, 0.0), -limit, limit) for f in (fit1, fit2)]
+        head = t_sg[:SURROGATE_EXAMPLES]
+        neighbour = deu_evaluate(
+            head, self._coefficients(*moved, *fits), self.exponent_cap,
+            expand)
+        neighbour = ops.clip(neighbour, -limit, limit)
+        scale = ops.cast(ops.shape(t)[0], t.dtype) / ops.cast(
+            ops.shape(head)[0], t.dtype)
+        term = ops.where(expand(degenerate), neighbour - sg(neighbour), 0.0)
+        return ops.concatenate(
+            [y[:SURROGATE_EXAMPLES] + scale * term, y[SURROGATE_EXAMPLES:]],
+            axis=0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "epsilon": self.epsilon,
+            "step_sharpness": self.step_sharpness,
+            "exponent_cap": self.exponent_cap,
+            "output_clip": self.output_clip,
+            "critical_damping": self.critical_damping,
+            "surrogate_gradient": self.surrogate_gradient,
+        })
+        return config

@@ -1,0 +1,382 @@
+"""DEU: every case against NumPy, the ODEs, stability, gradients, contract."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_learnact.layers.deu import DEU
+
+from layer_contract import LayerCase
+from layer_contract import LayerContract
+from numeric import analytic_gradients
+from numeric import assert_gradients_match
+
+EPS = 0.01
+CASES = ("identity", "step", "b", "bc", "a", "oscillator", "hyperbolic",
+         "ab", "critical", "underdamped", "overdamped")
+
+
+# -- an independent NumPy statement of the closed forms (the spec's table) --
+
+def np_case(a, b, c, eps=EPS):
+    """The case of one unit, decided in the parameters' own precision."""
+    dtype = np.asarray(a).dtype
+    eps = np.asarray(eps, dtype)
+    big_a, big_b, big_c = abs(a) >= eps, abs(b) >= eps, abs(c) >= eps
+    if not big_a and not big_b:
+        return "step" if big_c else "identity"
+    if not big_a:
+        return "bc" if big_c else "b"
+    if not big_b:
+        if not big_c:
+            return "a"
+        return "oscillator" if a * c > 0 else "hyperbolic"
+    if not big_c:
+        return "ab"
+    d = b * b - np.asarray(4, dtype) * a * c
+    if abs(d) < eps:
+        return "critical"
+    return "underdamped" if d < 0 else "overdamped"
+
+
+def np_deu(t, a, b, c, c1, c2, critical="exact", sigma=100.0, cap=14.0,
+           clip=1000.0):
+    """y(t) of one unit, in float64, straight from the spec."""
+    case = np_case(a, b, c)
+    t = np.asarray(t, "float64")
+    a, b, c, c1, c2 = (float(v) for v in (a, b, c, c1, c2))
+    h = (t > 0).astype("float64")
+
+    def e(z):
+        return np.exp(np.minimum(z, cap))
+
+    if case == "identity":
+        y = t
+    elif case == "step":
+        y = 1.0 / (c * (1.0 + e(-sigma * t)))
+    elif case == "b":
+        y = h * t / b + c1
+    elif case == "bc":
+        y = c1 * e(-c * t / b) + h * (1.0 - e(-c * t / b)) / c
+    elif case == "a":
+        y = h * t * t / (2 * a) + c1 * t + c2
+    elif case == "oscillator":
+        w, k = np.sqrt(a * c) / a, np.sqrt(c / a)
+        y = c1 * np.cos(w * t) + c2 * np.sin(w * t) + h * (
+            1 - np.cos(k * t)) / c
+    elif case == "hyperbolic":
+        ll, k = np.sqrt(-a * c) / a, np.sqrt(-c / a)
+        y = c1 * e(-ll * t) + c2 * e(ll * t) - h * (
+            e(k * t) - 2 + e(-k * t)) / (2 * c)
+    elif case == "ab":
+        y = c2 - c1 * (a / b) * e(-b * t / a) + h * (
+            t / b - (a / b ** 2) * (1 - e(-b * t / a)))
+    elif case == "critical":
+        if critical == "reference":
+            a, c = np.sign(a) * abs(b) / 2, np.sign(c) * abs(b) / 2
+        r = -b / (2 * a)
+        y = c2 * e(r * t) + c1 * t * e(r * t) + h * (
+            1 - e(r * t) * (1 - r * t)) / c
+    elif case == "underdamped":
+        al, q = b / (2 * a), np.sqrt(4 * a * c - b * b)
+        om = q / (2 * a)
+        y = e(-al * t) * (c1 * np.cos(om * t) + c2 * np.sin(om * t)) + h / c * (
+            1 - e(-al * t) * (np.cos(om * t) + b / q * np.sin(om * t)))
+    else:
+        s = np.sqrt(b * b - 4 * a * c)
+        r1, r2 = (-b + s) / (2 * a), -(b + s) / (2 * a)
+        y = c1 * e(r2 * t) + c2 * e(r1 * t) + h / c * (
+            1 - (b + s) / (2 * s) * e(r1 * t) - (s - b) / (2 * s) * e(r2 * t))
+    return np.clip(y, -clip, clip)
+
+
+# -- parameters inside every case --
+
+HAND_PICKED = [  # (a, b, c), including exact zeros and +-eps boundaries
+    (0.0, 0.0, 0.0), (0.0099, -0.005, 0.0), (-0.0099, 0.0, 0.0099),
+    (0.0, 0.0, 0.7), (0.005, 0.0, -0.01), (0.0, 0.0, 0.01),
+    (0.0, 0.5, 0.0), (0.0, -0.01, 0.0), (0.0, 0.01, -0.0099),
+    (0.0, 0.8, 0.6), (0.0, -0.5, 0.3), (-0.0099, 0.01, 0.01),
+    (0.5, 0.0, 0.0), (-0.01, 0.009, 0.0), (0.01, 0.0, -0.0099),
+    (0.5, 0.0, 2.0), (-0.4, 0.0, -1.5), (0.01, 0.0, 0.01),
+    (0.5, 0.0, -2.0), (-0.4, 0.0, 1.5), (-0.01, 0.0, 0.01),
+    (0.5, 0.7, 0.0), (-0.3, 0.6, 0.005), (0.01, -0.01, 0.0),
+    (0.5, 1.0, 0.5), (0.25, 1.0, 1.004), (-0.5, 1.0, -0.5),
+    (0.5, 0.3, 0.8), (-0.5, 0.3, -0.8), (0.01, 0.01, 0.01),
+    (0.3, 1.5, 0.4), (-0.3, 1.5, -0.4), (0.01, 1.0, 0.01),
+]
+
+
+def random_parameters(per_case=3, seed=0):
+    """Random (a, b, c, c1, c2) rows, `per_case` inside every case."""
+    rng = np.random.default_rng(seed)
+    found = {name: [] for name in CASES}
+    while min(len(v) for v in found.values()) < per_case:
+        abc = []
+        for _ in range(3):
+            kind = rng.integers(3)
+            if kind == 0:
+                abc.append(0.0)
+            elif kind == 1:
+                abc.append(rng.uniform(-EPS, EPS))
+            else:
+                abc.append(rng.choice([-1, 1]) * rng.uniform(EPS, 2.0))
+        if rng.random() < 0.3:  # near the critical line b^2 = 4ac
+            abc[0] = rng.uniform(0.2, 1.0)
+            abc[2] = rng.uniform(0.2, 1.0)
+            abc[1] = np.sqrt(4 * abc[0] * abc[2]) + rng.uniform(-2e-3, 2e-3)
+        row = np.array([*abc, *rng.uniform(-1, 1, 2)], "float32")
+        name = np_case(*row[:3])
+        if len(found[name]) < per_case:
+            found[name].append(row)
+    return np.array([r for name in CASES for r in found[name]])
+
+
+def all_parameters():
+    rng = np.random.default_rng(1)
+    hand = np.array([(*abc, *rng.uniform(-1, 1, 2)) for abc in HAND_PICKED],
+                    "float32")
+    return np.concatenate([hand, random_parameters()])
+
+
+def layer_with(params, dtype="float32", **kwargs):
+    """A channel-granularity DEU with one unit per row of `params`."""
+    layer = DEU(dtype=dtype, **kwargs)
+    layer.build((None, len(params)))
+    for i, name in enumerate(("a", "b", "c", "c1", "c2")):
+        getattr(layer, name).assign(params[:, i])
+    return layer
+
+
+GRID = np.linspace(-3.0, 3.0, 121).astype("float32")
+
+
+def test_parameters_cover_every_case():
+    names = {np_case(*row[:3]) for row in all_parameters()}
+    assert names == set(CASES)
+
+
+@pytest.mark.parametrize("critical", ["exact", "reference"])
+def test_every_case_matches_numpy(critical):
+    params = all_parameters()
+    layer = layer_with(params, critical_damping=critical)
+    curves = layer.curve(GRID)
+    for row, curve in zip(params, curves, strict=True):
+        expected = np_deu(GRID, *row, critical=critical)
+        scale = max(np.abs(expected).max(), 1.0)
+        error = np.abs(curve - expected).max() / scale
+        assert error < 1e-5, (np_case(*row[:3]), row, error)
+
+
+def test_reference_critical_damping_differs_from_exact():
+    params = np.array([[0.25, 1.0, 1.004, 0.3, -0.2]], "float32")
+    exact = layer_with(params).curve(GRID)[0]
+    snapped = layer_with(params, critical_damping="reference").curve(GRID)[0]
+    assert np.abs(exact - snapped).max() > 1e-2
+
+
+def test_initial_weights_and_shapes():
+    layer = DEU()
+    layer.build((None, 6, 6, 5))
+    values = layer.parameter_values()
+    assert list(values) == ["a", "b", "c", "c1", "c2"]
+    for name in ("a", "b", "c"):
+        assert values[name].shape == (5,)
+        assert np.all((values[name] >= 0) & (values[name] <= 1))
+    np.testing.assert_array_equal(values["c1"], 0.0)
+    np.testing.assert_array_equal(values["c2"], 0.0)
+    one = DEU(granularity="layer")
+    one.build((None, 3))
+    assert one.a.shape == ()
+
+
+# -- the ODE each case solves --
+
+ODE_PARAMS = np.array([
+    (0.0, 0.8, 0.6, 0.4, 0.0),  # b y' + c y = H
+    (0.0, 0.5, 0.0, 0.3, 0.0),  # b y' = H
+    (0.0, 0.0, 0.7, 0.0, 0.0),  # c y = H (smoothed step)
+    (0.5, 0.0, 0.0, 0.2, -0.3),  # a y'' = H
+    (0.5, 0.0, 2.0, 0.3, -0.4),  # oscillator
+    (-0.4, 0.0, 1.5, 0.2, 0.1),  # hyperbolic
+    (0.5, 0.7, 0.0, 0.3, 0.2),  # a y'' + b y' = H
+    (0.25, 1.0, 1.0, 0.3, -0.2),  # critically damped, D = 0 exactly
+    (0.5, 0.3, 0.8, 0.5, -0.5),  # underdamped
+    (-0.3, 1.5, -0.4, 0.1, 0.2),  # overdamped
+])
+
+
+def test_each_case_solves_its_ode():
+    layer = layer_with(ODE_PARAMS, dtype="float64")
+    t = np.concatenate([np.linspace(-1.0, -0.2, 10),
+                        np.linspace(0.2, 1.0, 10)])
+    h = 1e-4
+    probe = np.stack([t - h, t, t + h])[..., None].repeat(len(ODE_PARAMS), -1)
+    y = ops.convert_to_numpy(layer(probe.reshape(-1, len(ODE_PARAMS)),
+                                   training=False)).reshape(probe.shape)
+    dy = (y[2] - y[0]) / (2 * h)
+    d2y = (y[2] - 2 * y[1] + y[0]) / h ** 2
+    step = (t > 0).astype("float64")[:, None]
+    a, b, c = (ODE_PARAMS[:, i] for i in range(3))
+    residual = a * d2y + b * dy + c * y[1] - step
+    np.testing.assert_allclose(residual, 0.0, atol=2e-5)
+
+
+def test_second_order_step_responses_are_c1_at_zero():
+    params = ODE_PARAMS[[4, 5, 7, 8, 9]].copy()
+    params[:, 3:] = 0.0
+    layer = layer_with(params, dtype="float64")
+    h = 1e-6
+    y = ops.convert_to_numpy(layer(np.array([[-h], [0.0], [h]]).repeat(
+        len(params), 1), training=False))
+    np.testing.assert_allclose(y, 0.0, atol=1e-9)
+
+
+# -- stability --
+
+def test_output_and_gradients_finite_for_extreme_inputs_and_parameters():
+    rng = np.random.default_rng(3)
+    params = np.concatenate([
+        all_parameters(),
+        np.array([(0.0, 0.0, 0.0, 0.0, 0.0), (1e-8, -1e-8, 0.0, 5.0, -5.0),
+                  (50.0, -50.0, 50.0, 3.0, 3.0), (-0.01, 0.0, 0.0, 9.0, 9.0),
+                  (0.01, 0.2, -0.01, -4.0, 4.0)], "float32"),
+    ])
+    x = np.concatenate([
+        np.array([[-1e4], [1e4], [0.0], [-30.0], [30.0], [1e-7]]),
+        rng.normal(scale=100.0, size=(4, 1)),
+    ]).repeat(len(params), 1).astype("float32")
+    for surrogate in (True, False):
+        layer = layer_with(params, surrogate_gradient=surrogate)
+        y = ops.convert_to_numpy(layer(x))
+        assert np.all(np.isfinite(y)) and np.abs(y).max() <= 1000.0
+        grads = analytic_gradients(layer, x, training=True)
+        assert set(grads) == {"inputs", "a", "b", "c", "c1", "c2"}
+        for name, g in grads.items():
+            assert np.all(np.isfinite(g)), name
+
+
+# -- gradients --
+
+NONDEGENERATE = np.array([
+    (0.5, 0.0, 2.0, 0.3, -0.4), (-0.4, 0.0, 1.5, 0.2, 0.1),
+    (0.25, 1.0, 1.004, 0.3, -0.2), (0.5, 0.3, 0.8, 0.5, -0.5),
+    (-0.3, 1.5, -0.4, 0.1, 0.2), (0.6, 0.9, 0.2, -0.3, 0.4),
+])
+DEGENERATE = np.array([
+    (0.0, 0.8, 0.6, 0.4, 0.7), (0.0, 0.5, 0.0, 0.3, 0.0),
+    (0.0, 0.0, 0.7, 0.0, 0.0), (0.5, 0.0, 0.0, 0.2, -0.3),
+    (0.5, 0.7, 0.0, 0.3, 0.2),
+])
+X_GRAD = np.array([[-1.3], [-0.4], [0.3], [0.9], [1.7]])
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_gradients_match_finite_differences(granularity):
+    params = NONDEGENERATE
+    if granularity == "layer":
+        params = params[3:4]
+    layer = layer_with(params, dtype="float64", granularity=granularity) \
+        if granularity == "channel" else None
+    if layer is None:
+        layer = DEU(granularity="layer", dtype="float64")
+        layer.build((None, 4))
+        for i, name in enumerate(("a", "b", "c", "c1", "c2")):
+            getattr(layer, name).assign(params[0, i])
+    x = X_GRAD.repeat(layer.channels if granularity == "channel" else 4, 1)
+    assert_gradients_match(layer, x, rtol=1e-5, atol=1e-6)
+
+
+def test_degenerate_gradients_match_without_surrogate():
+    layer = layer_with(DEGENERATE[[0, 1, 3, 4]], dtype="float64",
+                       surrogate_gradient=False)
+    assert_gradients_match(layer, X_GRAD.repeat(4, 1), rtol=1e-5, atol=1e-6,
+                           training=True)
+
+
+def test_surrogate_gradient_moves_degenerate_coefficients():
+    x = np.linspace(-2.0, 2.0, 12)[:, None].repeat(len(DEGENERATE), 1)
+    on = layer_with(DEGENERATE, dtype="float64")
+    off = layer_with(DEGENERATE, dtype="float64", surrogate_gradient=False)
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(on(x, training=True)),
+        ops.convert_to_numpy(off(x, training=True)))
+    g_on = analytic_gradients(on, x, training=True)
+    g_off = analytic_gradients(off, x, training=True)
+    small = np.abs(DEGENERATE[:, :3]) < EPS
+    for i, name in enumerate(("a", "b", "c")):
+        for unit in np.flatnonzero(small[:, i]):
+            assert g_off[name][unit] == 0.0, (name, unit)
+            assert abs(g_on[name][unit]) > 1e-6, (name, unit)
+    # The input and the non-degenerate coefficients keep their gradient.
+    np.testing.assert_allclose(g_on["inputs"], g_off["inputs"])
+    for i, name in enumerate(("a", "b", "c")):
+        big = ~small[:, i]
+        np.testing.assert_allclose(g_on[name][big], g_off[name][big])
+    # Not applied in inference.
+    g_inf = analytic_gradients(on, x, training=False)
+    np.testing.assert_array_equal(g_inf["a"], g_off["a"])
+
+
+# -- the reference demo --
+
+def test_reference_demo_make_circles():
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples=500, factor=0.5, noise=0.05,
+                        random_state=0)
+    x, y = x[:100].astype("float32"), y[:100]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((2,)), keras.layers.Dense(4), DEU(),
+        keras.layers.Dense(4), keras.layers.Dense(2),
+    ])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=100, epochs=600, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < 0.05, losses[::50]
+
+
+# -- bad input --
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"epsilon": 0.0}, "epsilon=0.0"),
+    ({"epsilon": -0.1}, "epsilon=-0.1"),
+    ({"exponent_cap": 0}, "exponent_cap=0"),
+    ({"exponent_cap": -3.0}, "exponent_cap=-3.0"),
+    ({"output_clip": 0.0}, "output_clip=0.0"),
+    ({"output_clip": -1}, "output_clip=-1"),
+    ({"step_sharpness": 0.0}, "step_sharpness=0.0"),
+    ({"critical_damping": "snapped"}, "'snapped'"),
+    ({"surrogate_gradient": "yes"}, "'yes'"),
+    ({"granularity": "unit"}, "'unit'"),
+    ({"epsilon": float("nan")}, "epsilon=nan"),
+])
+def test_rejects_bad_arguments(kwargs, fragment):
+    with pytest.raises(ValueError) as info:
+        DEU(**kwargs)
+    assert fragment in str(info.value)
+
+
+def test_error_lists_critical_damping_options():
+    with pytest.raises(ValueError, match="'exact', 'reference'"):
+        DEU(critical_damping="true")
+
+
+# -- the shared contract --
+
+class TestDEUContract(LayerContract):
+    cases = [
+        LayerCase("deu-dense", DEU, {}, (6,), trainable=5),
+        LayerCase("deu-conv", DEU, {"granularity": "channel"}, (5, 5, 3),
+                  trainable=5),
+        LayerCase("deu-layer", DEU, {"granularity": "layer"}, (4, 4, 2),
+                  trainable=5),
+        LayerCase("deu-reference-critical", DEU,
+                  {"critical_damping": "reference", "epsilon": 0.02},
+                  (6,), trainable=5),
+    ]
