@@ -411,10 +411,12 @@ class SLAF(LearnableActivation):
         """
         if not self.normalized or not self.built:
             return
-        self.moving_mean.assign(ops.zeros_like(self.moving_mean))
-        self.moving_variance.assign(ops.ones_like(self.moving_variance))
+        shape = self.moving_mean.shape
+        dtype = self.moving_mean.dtype
+        self.moving_mean.assign(ops.zeros(shape, dtype))
+        self.moving_variance.assign(ops.ones(shape, dtype))
         if self.moving_count is not None:
-            self.moving_count.assign(ops.zeros_like(self.moving_count))
+            self.moving_count.assign(ops.zeros((), self.moving_count.dtype))
 
     # -- what callbacks and plots use --------------------------------------
 
