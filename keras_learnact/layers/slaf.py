@@ -381,7 +381,10 @@ class SLAF(LearnableActivation):
         ))
 
     def call(self, inputs, training=None):
-        compute = keras.backend.result_type(inputs.dtype, "float32")
+        # standardize first: result_type does not know torch dtype objects.
+        compute = keras.backend.result_type(
+            keras.backend.standardize_dtype(inputs.dtype), "float32"
+        )
         x = ops.cast(inputs, compute)
         if not self.normalized:
             outputs = self._raw(x)
