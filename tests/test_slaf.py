@@ -339,10 +339,7 @@ def test_gradients_inference_mode(kwargs, shape):
 def test_gradients_training_mode(kwargs, shape):
     layer = grad_layer(shape, **kwargs)
     x = np.random.default_rng(1).normal(size=shape) * 1.3
-    # JAX: the float64 training path rounds at ~5e-7 (see numeric.py), which
-    # the 1e-3 difference step turns into ~5e-4 gradient noise.
-    atol = 1e-3 if keras.backend.backend() == "jax" else 1e-6
-    assert_gradients_match(layer, x, rtol=1e-4, atol=atol, training=True)
+    assert_gradients_match(layer, x, rtol=1e-4, atol=1e-6, training=True)
 
 
 @pytest.mark.parametrize("basis", ["power", "taylor"])

@@ -381,10 +381,9 @@ class SLAF(LearnableActivation):
         ))
 
     def call(self, inputs, training=None):
-        # standardize first: result_type does not know torch dtype objects.
-        compute = keras.backend.result_type(
-            keras.backend.standardize_dtype(inputs.dtype), "float32"
-        )
+        # float64 stays float64; everything narrower computes in float32.
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        compute = "float64" if dtype == "float64" else "float32"
         x = ops.cast(inputs, compute)
         if not self.normalized:
             outputs = self._raw(x)
