@@ -14,6 +14,12 @@ BASES = ("power", "taylor")
 NORMALIZATIONS = ("batch", "none")
 
 
+def _maximum(a, b):
+    """Elementwise maximum that keeps float64 (Keras's torch `maximum`
+    returns float32 for two float64 tensors)."""
+    return ops.where(a > b, a, b)
+
+
 def _identity_offset_initializer(initializer, offset, index):
     """Wraps `initializer`, adding `offset` to entry `index` of the last axis.
 
@@ -330,7 +336,7 @@ class SLAF(LearnableActivation):
         # r: a per-channel scale that keeps every power of x / r in [-1, 1].
         # The normalised powers do not depend on it (epsilon is rescaled to
         # match), so it carries no gradient.
-        r = ops.stop_gradient(ops.maximum(
+        r = ops.stop_gradient(_maximum(
             ops.max(ops.abs(x), axis=axes, keepdims=True),
             ops.cast(1.0, dtype),
         ))
@@ -339,17 +345,24 @@ class SLAF(LearnableActivation):
         for _ in range(self.degree - 1):
             powers.append(powers[-1] * q)
         powers = ops.stack(powers, axis=-1)  # x.shape + (degree,)
-        mean = ops.mean(powers, axis=axes, keepdims=True)
+        # Sums over a count, not ops.mean: some backends' mean accumulates
+        # float64 in float32.
+        count = 1
+        for a in axes:
+            count = count * ops.shape(x)[a]
+        count = ops.cast(count, dtype)
+        mean = ops.sum(powers, axis=axes, keepdims=True) / count
         centered = powers - mean
-        variance = ops.mean(ops.square(centered), axis=axes)  # (C, degree)
+        variance = ops.sum(ops.square(centered), axis=axes) / count
         mean = ops.reshape(mean, (self.stat_channels, self.degree))
         exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
         r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
         r_squared = ops.square(r_powers)
         # var(x^i) + eps = r^(2i) * (var(q^i) + eps / r^(2i)); floored at the
         # smallest normal number so that an underflow cannot divide by zero.
-        tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
-        denominator = ops.sqrt(ops.maximum(
+        name = keras.backend.standardize_dtype(dtype)
+        tiny = ops.cast(np.asarray(np.finfo(name).tiny, name), dtype)
+        denominator = ops.sqrt(_maximum(
             variance + self.epsilon / r_squared, tiny
         ))
         scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
@@ -369,7 +382,7 @@ class SLAF(LearnableActivation):
         weight = 1.0 - self.momentum
         if self.moving_count is not None:
             count = ops.cast(self.moving_count, batch_mean.dtype) + 1.0
-            weight = ops.maximum(weight, 1.0 / count)
+            weight = _maximum(ops.cast(weight, count.dtype), 1.0 / count)
             self.moving_count.assign(ops.cast(count, self.moving_count.dtype))
         self.moving_mean.assign(ops.cast(
             moving_mean + weight * (batch_mean - moving_mean),
