@@ -102,7 +102,9 @@ class SLAF(LearnableActivation):
     in the powers. In training the powers are taken of `x / r`, with `r` the
     per-channel batch maximum of `|x|` (at least 1, no gradient); the result
     is the same function, but batch moments and their gradients stay finite
-    for large inputs. At inference the normalisation is folded into the
+    for large inputs. The batch moments come from the power sums
+    `mean(q^j)`, `j = 1..2 * degree`, and the output is a Horner polynomial
+    in `q`: no tensor of stacked powers is built. At inference the normalisation is folded into the
     coefficients and the polynomial is evaluated by Horner's rule. Stored
     statistics of `x^i` exceed float32 for `|x|^(2 * degree)` beyond ~3e38
     (e.g. `|x| > 1e3` at degree 7); the layer then stays finite but that
@@ -341,20 +343,28 @@ class SLAF(LearnableActivation):
             ops.cast(1.0, dtype),
         ))
         q = x / r
-        powers = [q]
-        for _ in range(self.degree - 1):
-            powers.append(powers[-1] * q)
-        powers = ops.stack(powers, axis=-1)  # x.shape + (degree,)
-        # Sums over a count, not ops.mean: some backends' mean accumulates
-        # float64 in float32.
+        # Power sums S_j = mean(q^j), j = 1..2*degree, give every moment:
+        # mean(q^i) = S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the
+        # cancellation at float32 round-off of the O(1) sums). No tensor of
+        # powers is stacked. Sums over a count, not ops.mean: some backends'
+        # mean accumulates float64 in float32.
         count = 1
         for a in axes:
             count = count * ops.shape(x)[a]
         count = ops.cast(count, dtype)
-        mean = ops.sum(powers, axis=axes, keepdims=True) / count
-        centered = powers - mean
-        variance = ops.sum(ops.square(centered), axis=axes) / count
-        mean = ops.reshape(mean, (self.stat_channels, self.degree))
+        power = q
+        sums = []
+        for j in range(2 * self.degree):
+            if j:
+                power = power * q
+            sums.append(ops.reshape(
+                ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
+            ))
+        mean = ops.concatenate(sums[:self.degree], axis=-1)  # (C, degree)
+        second = ops.concatenate(sums[1::2], axis=-1)  # S_2, S_4, ..., S_2d
+        variance = _maximum(
+            second - ops.square(mean), ops.zeros_like(mean)
+        )
         exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
         r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
         r_squared = ops.square(r_powers)
@@ -367,9 +377,12 @@ class SLAF(LearnableActivation):
         ))
         scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
         scale = scale / denominator
-        outputs = ops.sum(
-            centered * self._stat_broadcast(scale, ndim), axis=-1
-        ) + self._stat_broadcast(ops.cast(self.bias, dtype), ndim)
+        constant = ops.cast(self.bias, dtype) - ops.sum(scale * mean, axis=-1)
+        terms = [self._stat_broadcast(constant, ndim)] + [
+            self._stat_broadcast(scale[:, i], ndim)
+            for i in range(self.degree)
+        ]
+        outputs = self._horner(q, terms)
         self._update_statistics(
             ops.stop_gradient(mean * r_powers),
             ops.stop_gradient(variance * r_squared),
