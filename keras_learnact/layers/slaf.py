@@ -104,8 +104,9 @@ class SLAF(LearnableActivation):
     is the same function, but batch moments and their gradients stay finite
     for large inputs. The batch moments come from the power sums
     `mean(q^j)`, `j = 1..2 * degree`, and the output is a Horner polynomial
-    in `q`: no tensor of stacked powers is built. At inference the normalisation is folded into the
-    coefficients and the polynomial is evaluated by Horner's rule. Stored
+    in `q`: no tensor of stacked powers is built. At inference the
+    normalisation is folded into the coefficients and the polynomial is
+    evaluated by Horner's rule. Stored
     statistics of `x^i` exceed float32 for `|x|^(2 * degree)` beyond ~3e38
     (e.g. `|x| > 1e3` at degree 7); the layer then stays finite but that
     power's normalised term is zero at inference. Masks pass through but
