@@ -99,7 +99,7 @@ class SLAF(LearnableActivation):
 
     Numerics. Everything is computed in float32 (float64 for float64 inputs)
     and cast back to the compute dtype, so mixed precision cannot overflow
-    in the powers. In training the powers are taken of `x / r`, with `r` the
+    in the powers. In training the powers are taken of `q = x / r`, `r` the
     per-channel batch maximum of `|x|` (at least 1, no gradient); the result
     is the same function, but batch moments and their gradients stay finite
     for large inputs. The batch moments come from the power sums
