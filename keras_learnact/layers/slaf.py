@@ -1,0 +1,541 @@
+"""Self-Learnable Activation Functions: learned polynomials of the input."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.base import check_choice
+from keras_learnact.layers.base import check_number
+
+BASES = ("power", "taylor")
+NORMALIZATIONS = ("batch", "none")
+
+
+def _maximum(a, b):
+    """Elementwise maximum that keeps float64 (Keras's torch `maximum`
+    returns float32 for two float64 tensors)."""
+    return ops.where(a > b, a, b)
+
+
+def _identity_offset_initializer(initializer, offset, index):
+    """Wraps `initializer`, adding `offset` to entry `index` of the last axis.
+
+    Args:
+        initializer: a Keras initializer.
+        offset: the amount added to the coefficient of `x^1`.
+        index: the position of that coefficient on the last axis.
+
+    Returns:
+        An initializer callable `(shape, dtype=None) -> tensor`.
+    """
+    def initialize(shape, dtype=None):
+        values = initializer(shape, dtype=dtype)
+        if offset == 0.0:
+            return values
+        one_hot = np.zeros(shape[-1], dtype="float64")
+        one_hot[index] = offset
+        return values + ops.cast(one_hot, values.dtype)
+
+    return initialize
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class SLAF(LearnableActivation):
+    """Self-Learnable Activation Function: a learned polynomial of the input.
+
+    Two forms. The **normalised** form (`normalization="batch"`, default, the
+    reference code's) standardises every power of the input per channel, like
+    batch normalisation without its affine, and learns a weighted sum:
+
+        P_i   = x^i                                    i = 1..degree
+        P^_i  = (P_i - mu_i) / sqrt(var_i + epsilon)    per channel, per power
+        y_c   = g * sum_i W_{c,i} * P^_{c,i} + b_c,      g = sigmoid(s)
+
+    In training `mu_i` and `var_i` are the batch moments over every axis but
+    the channel axis; at inference they are the moving statistics (weights
+    `moving_mean` and `moving_variance`, shape `(channels, degree)`, always
+    per channel). `g` is an optional per-layer gate (`gate=True`, weight
+    `gate` holding the logit `s`); without it `g = 1`.
+
+    The **raw** form (`normalization="none"`) is the paper's polynomial,
+
+        y = sum_{j=0}^{degree} a_j * x^j          (basis="power")
+        y = sum_{j=0}^{degree} a_j * x^j / j!     (basis="taylor")
+
+    evaluated by Horner's rule, with no power tensor. It has no statistics
+    and no bias (`a_0` is the constant); train it with gradient clipping
+    (e.g. `clipnorm=5`) and an L2 `coefficient_regularizer`, as the reference
+    does: high powers of unnormalised inputs explode.
+
+    `degree` is the polynomial's degree in both forms, so both have
+    `degree + 1` parameters per channel (the paper's `k` is `degree + 1`).
+
+    Weights: `coefficients` (`W`, shape `(channels, degree)` for channel
+    granularity or `(degree,)` for layer granularity; `degree + 1` entries
+    per set in the raw form), `bias` (`(channels,)`, normalised form only,
+    initialised to 0.1), `gate` (scalar, only with `gate=True`).
+
+    Short training runs. With decay 0.99 the reference's moving statistics
+    start at mean 0, variance 1 and need hundreds of steps to forget that
+    start, and the statistics of high powers are far from it (for `x` of
+    standard deviation 2, `x^4` has variance ~2.5e4): after a few hundred
+    steps inference (which uses them) can be much worse than training.
+    `warm_start_statistics=True` (default) fixes the start: a non-trainable
+    step counter (weight `moving_count`) makes update `t` use the weight
+    `max(1 - momentum, 1 / t)`, so the first batch sets the statistics
+    outright, the first `1 / (1 - momentum)` updates are their cumulative
+    average, and only after that does the usual exponential average take
+    over. The statistics therefore never carry the arbitrary initial values.
+    The statistics still trail weights that change quickly (large learning
+    rates, fine-tuning) by about `1 / (1 - momentum)` steps. To re-estimate
+    them for the final weights, call `reset_statistics()` on every SLAF
+    layer and run a few batches through `model(x, training=True)` without
+    an optimizer step: the first batch replaces the statistics and the next
+    ones average in. `warm_start_statistics=False` is the reference's plain
+    moving average.
+
+    Numerics. Everything is computed in float32 (float64 for float64 inputs)
+    and cast back to the compute dtype, so mixed precision cannot overflow
+    in the powers. In training the powers are taken of `q = x / r`, `r` the
+    per-channel batch maximum of `|x|` (at least 1, no gradient); the result
+    is the same function, but batch moments and their gradients stay finite
+    for large inputs. The batch moments come from the power sums
+    `mean(q^j)`, `j = 1..2 * degree`, and the output is a Horner polynomial
+    in `q`: no tensor of stacked powers is built. At inference the
+    normalisation is folded into the coefficients and the polynomial is
+    evaluated by Horner's rule. Stored
+    statistics of `x^i` exceed float32 for `|x|^(2 * degree)` beyond ~3e38
+    (e.g. `|x| > 1e3` at degree 7); the layer then stays finite but that
+    power's normalised term is zero at inference. Masks pass through but
+    are not used by the statistics.
+
+    Args:
+        degree: the polynomial degree, an integer >= 1 (default 4).
+        basis: `"power"` (`x^j`, default) or `"taylor"` (`x^j / j!`, raw
+            form only: per-power normalisation removes the `1/j!` scale).
+        normalization: `"batch"` (default) for the normalised form, `"none"`
+            for the raw polynomial.
+        granularity: `"channel"` (default) for one coefficient set per
+            channel of `axis`, `"layer"` for one shared set (the reference's
+            dense layers); statistics and bias stay per channel.
+        axis: the channel axis, -1 (channels_last, default) or 1
+            (channels_first). Also the statistics' axis.
+        momentum: decay of the moving statistics, in [0, 1) (default 0.99).
+        epsilon: added to the variance, > 0 (default 1e-8).
+        gate: whether to learn the per-layer gate `g = sigmoid(s)`.
+        identity_offset: added to the coefficient of `x^1` at
+            initialisation (default 1.0, so with the normalised form the
+            unit starts near the identity plus noise; 0 for none).
+        warm_start_statistics: see "Short training runs" (default True).
+        coefficient_initializer: initializer of the coefficients (default
+            `RandomNormal(0, 1)`, the reference's).
+        bias_initializer: initializer of `bias` (default `Constant(0.1)`).
+        gate_initializer: initializer of the gate logit (default
+            `RandomNormal(0, 1)`).
+        coefficient_regularizer: optional regularizer of the coefficients.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Example:
+
+    >>> import keras, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((8, 8, 1)),
+    ...     keras.layers.Conv2D(4, 3),
+    ...     kla.layers.SLAF(degree=4),
+    ...     keras.layers.Flatten(),
+    ...     keras.layers.Dense(10),
+    ... ])
+    >>> [w.name for w in model.layers[1].weights]
+    ['coefficients', 'bias', 'moving_mean', 'moving_variance', 'moving_count']
+    >>> model.layers[1].moving_mean.shape
+    (4, 4)
+
+    Reference:
+        Goyal, Goyal, Lall, "Learning Activation Functions: A new paradigm
+        for understanding Neural Networks", arXiv:1906.09529 (2019).
+    """
+
+    def __init__(self, degree=4, basis="power", normalization="batch",
+                 granularity="channel", axis=-1, momentum=0.99, epsilon=1e-8,
+                 gate=False, identity_offset=1.0, warm_start_statistics=True,
+                 coefficient_initializer=None, bias_initializer=None,
+                 gate_initializer=None, coefficient_regularizer=None,
+                 **kwargs):
+        super().__init__(granularity=granularity, axis=axis, **kwargs)
+        if (not isinstance(degree, (int, np.integer))
+                or isinstance(degree, bool) or degree < 1):
+            raise ValueError(
+                f"Invalid degree={degree!r}: expected an integer >= 1."
+            )
+        self.degree = int(degree)
+        self.basis = check_choice("basis", basis, BASES)
+        self.normalization = check_choice(
+            "normalization", normalization, NORMALIZATIONS
+        )
+        if self.basis == "taylor" and self.normalization == "batch":
+            raise ValueError(
+                "Invalid basis='taylor' with normalization='batch': per-power "
+                "normalisation cancels the 1/j! scale, so it equals "
+                "basis='power'. Use basis='taylor' with normalization='none'."
+            )
+        self.momentum = check_number(
+            "momentum", momentum, 0.0, 1.0, high_open=True
+        )
+        self.epsilon = check_number("epsilon", epsilon, 0.0, low_open=True)
+        self.gate = bool(gate)
+        self.identity_offset = check_number("identity_offset", identity_offset)
+        self.warm_start_statistics = bool(warm_start_statistics)
+        self.coefficient_initializer = keras.initializers.get(
+            coefficient_initializer
+            or keras.initializers.RandomNormal(0.0, 1.0)
+        )
+        self.bias_initializer = keras.initializers.get(
+            bias_initializer or keras.initializers.Constant(0.1)
+        )
+        self.gate_initializer = keras.initializers.get(
+            gate_initializer or keras.initializers.RandomNormal(0.0, 1.0)
+        )
+        self.coefficient_regularizer = keras.regularizers.get(
+            coefficient_regularizer
+        )
+        self.stat_channels = None
+        self._stat_axis_from_end = None
+
+    @property
+    def normalized(self):
+        """Whether this is the normalised form (`normalization="batch"`)."""
+        return self.normalization == "batch"
+
+    # -- build -------------------------------------------------------------
+
+    def _resolve_stat_axis(self, input_shape):
+        """The statistics' channel count and axis (counted from the end)."""
+        if self.granularity == "channel":
+            return self.channels, self._axis_from_end
+        rank = len(input_shape)
+        axis = self.axis + rank if self.axis < 0 else self.axis
+        if not 1 <= axis < rank or input_shape[axis] is None:
+            raise ValueError(
+                f"SLAF '{self.name}': normalization='batch' keeps statistics "
+                f"per channel of axis={self.axis}, which input shape "
+                f"{tuple(input_shape)} does not have with a known size; "
+                "allowed: a known axis other than the batch axis, or "
+                "normalization='none'."
+            )
+        return int(input_shape[axis]), axis - rank
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        terms = self.degree if self.normalized else self.degree + 1
+        # The x^1 coefficient is first in the normalised form (powers 1..d)
+        # and second in the raw form (powers 0..d).
+        linear = 0 if self.normalized else 1
+        self.coefficients = self.add_weight(
+            name="coefficients",
+            shape=self.param_shape(terms),
+            initializer=_identity_offset_initializer(
+                self.coefficient_initializer, self.identity_offset, linear
+            ),
+            regularizer=self.coefficient_regularizer,
+            autocast=False,
+        )
+        self.bias = None
+        self.gate_logit = None
+        self.moving_mean = None
+        self.moving_variance = None
+        self.moving_count = None
+        if self.normalized:
+            self.stat_channels, self._stat_axis_from_end = (
+                self._resolve_stat_axis(input_shape)
+            )
+            self.bias = self.add_weight(
+                name="bias", shape=(self.stat_channels,),
+                initializer=self.bias_initializer, autocast=False,
+            )
+        if self.gate:
+            self.gate_logit = self.add_weight(
+                name="gate", shape=(), initializer=self.gate_initializer,
+                autocast=False,
+            )
+        if self.normalized:
+            stat_shape = (self.stat_channels, self.degree)
+            self.moving_mean = self.add_weight(
+                name="moving_mean", shape=stat_shape, initializer="zeros",
+                trainable=False, autocast=False,
+            )
+            self.moving_variance = self.add_weight(
+                name="moving_variance", shape=stat_shape, initializer="ones",
+                trainable=False, autocast=False,
+            )
+            if self.warm_start_statistics:
+                self.moving_count = self.add_weight(
+                    name="moving_count", shape=(), initializer="zeros",
+                    trainable=False, autocast=False,
+                )
+
+    # -- computation ---------------------------------------------------------
+
+    def _stat_broadcast(self, param, ndim):
+        """Reshapes a `(stat_channels, ...)` tensor to meet a rank-`ndim`
+        input, trailing axes kept last."""
+        trailing = tuple(param.shape[1:])
+        shape = [1] * ndim + list(trailing)
+        shape[ndim + self._stat_axis_from_end] = self.stat_channels
+        return ops.reshape(param, shape)
+
+    def _gated(self, coefficients, dtype):
+        if self.gate_logit is None:
+            return coefficients
+        return ops.sigmoid(ops.cast(self.gate_logit, dtype)) * coefficients
+
+    def _horner(self, x, terms):
+        """`sum_j terms[j] * x^j` by Horner's rule; `terms` broadcast to x."""
+        result = terms[-1]
+        for term in reversed(terms[:-1]):
+            result = result * x + term
+        return result
+
+    def _raw(self, x):
+        ndim = len(x.shape)
+        coefficients = ops.cast(self.coefficients, x.dtype)
+        if self.basis == "taylor":
+            inverse_factorials = np.array(
+                [1.0 / math.factorial(j) for j in range(self.degree + 1)]
+            )
+            coefficients = coefficients * ops.cast(inverse_factorials, x.dtype)
+        coefficients = self._gated(coefficients, x.dtype)
+        terms = [
+            self.broadcast(coefficients[..., j], ndim)
+            for j in range(self.degree + 1)
+        ]
+        return self._horner(x, terms)
+
+    def _inference(self, x):
+        """Moving statistics folded into a Horner polynomial."""
+        ndim = len(x.shape)
+        dtype = x.dtype
+        scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
+        scale = scale / ops.sqrt(
+            ops.cast(self.moving_variance, dtype) + self.epsilon
+        )  # (stat_channels, degree)
+        constant = ops.cast(self.bias, dtype) - ops.sum(
+            scale * ops.cast(self.moving_mean, dtype), axis=-1
+        )
+        terms = [self._stat_broadcast(constant, ndim)] + [
+            self._stat_broadcast(scale[:, i], ndim)
+            for i in range(self.degree)
+        ]
+        return self._horner(x, terms)
+
+    def _training(self, x):
+        """Batch moments of the powers of `x / r`; updates moving stats."""
+        ndim = len(x.shape)
+        dtype = x.dtype
+        channel = ndim + self._stat_axis_from_end
+        axes = [a for a in range(ndim) if a != channel]
+        # r: a per-channel scale that keeps every power of x / r in [-1, 1].
+        # The normalised powers do not depend on it (epsilon is rescaled to
+        # match), so it carries no gradient.
+        r = ops.stop_gradient(_maximum(
+            ops.max(ops.abs(x), axis=axes, keepdims=True),
+            ops.cast(1.0, dtype),
+        ))
+        q = x / r
+        # Power sums S_j = mean(q^j), j = 1..2*degree, give every moment:
+        # mean(q^i) = S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the
+        # cancellation at float32 round-off of the O(1) sums). No tensor of
+        # powers is stacked. Sums over a count, not ops.mean: some backends'
+        # mean accumulates float64 in float32.
+        count = 1
+        for a in axes:
+            count = count * ops.shape(x)[a]
+        count = ops.cast(count, dtype)
+        power = q
+        sums = []
+        for j in range(2 * self.degree):
+            if j:
+                power = power * q
+            sums.append(ops.reshape(
+                ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
+            ))
+        mean = ops.concatenate(sums[:self.degree], axis=-1)  # (C, degree)
+        second = ops.concatenate(sums[1::2], axis=-1)  # S_2, S_4, ..., S_2d
+        variance = _maximum(
+            second - ops.square(mean), ops.zeros_like(mean)
+        )
+        exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
+        r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
+        r_squared = ops.square(r_powers)
+        # var(x^i) + eps = r^(2i) * (var(q^i) + eps / r^(2i)); floored at the
+        # smallest normal number so that an underflow cannot divide by zero.
+        name = keras.backend.standardize_dtype(dtype)
+        tiny = ops.cast(np.asarray(np.finfo(name).tiny, name), dtype)
+        denominator = ops.sqrt(_maximum(
+            variance + self.epsilon / r_squared, tiny
+        ))
+        scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
+        scale = scale / denominator
+        constant = ops.cast(self.bias, dtype) - ops.sum(scale * mean, axis=-1)
+        terms = [self._stat_broadcast(constant, ndim)] + [
+            self._stat_broadcast(scale[:, i], ndim)
+            for i in range(self.degree)
+        ]
+        outputs = self._horner(q, terms)
+        self._update_statistics(
+            ops.stop_gradient(mean * r_powers),
+            ops.stop_gradient(variance * r_squared),
+        )
+        return outputs
+
+    def _update_statistics(self, batch_mean, batch_variance):
+        moving_mean = ops.cast(self.moving_mean, batch_mean.dtype)
+        moving_variance = ops.cast(self.moving_variance, batch_mean.dtype)
+        weight = 1.0 - self.momentum
+        if self.moving_count is not None:
+            count = ops.cast(self.moving_count, batch_mean.dtype) + 1.0
+            weight = _maximum(ops.cast(weight, count.dtype), 1.0 / count)
+            self.moving_count.assign(ops.cast(count, self.moving_count.dtype))
+        self.moving_mean.assign(ops.cast(
+            moving_mean + weight * (batch_mean - moving_mean),
+            self.moving_mean.dtype,
+        ))
+        self.moving_variance.assign(ops.cast(
+            moving_variance + weight * (batch_variance - moving_variance),
+            self.moving_variance.dtype,
+        ))
+
+    def call(self, inputs, training=None):
+        # float64 stays float64; everything narrower computes in float32.
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        compute = "float64" if dtype == "float64" else "float32"
+        x = ops.cast(inputs, compute)
+        if not self.normalized:
+            outputs = self._raw(x)
+        elif training and self.trainable:
+            outputs = self._training(x)
+        else:
+            outputs = self._inference(x)
+        return ops.cast(outputs, inputs.dtype)
+
+    def reset_statistics(self):
+        """Resets the moving statistics to mean 0, variance 1.
+
+        With `warm_start_statistics=True` the step counter is reset too, so
+        the next training-mode batch sets the statistics outright and the
+        following ones are averaged in: a quick re-estimate for the current
+        weights after a short run or fine-tuning.
+
+        Example:
+
+        >>> import numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.SLAF(degree=2)
+        >>> x = np.random.default_rng(0).normal(size=(64, 3))
+        >>> _ = layer(x.astype("float32"), training=True)
+        >>> layer.reset_statistics()
+        >>> layer.parameter_values()["moving_variance"].tolist()
+        [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+        """
+        if not self.normalized or not self.built:
+            return
+        shape = self.moving_mean.shape
+        dtype = self.moving_mean.dtype
+        self.moving_mean.assign(ops.zeros(shape, dtype))
+        self.moving_variance.assign(ops.ones(shape, dtype))
+        if self.moving_count is not None:
+            self.moving_count.assign(ops.zeros((), self.moving_count.dtype))
+
+    # -- what callbacks and plots use --------------------------------------
+
+    def curve(self, x):
+        """Evaluates the learned function on a 1-D grid, inference mode.
+
+        For the normalised form with layer granularity (shared coefficients,
+        per-channel statistics and bias) each channel computes a slightly
+        different function; the layer's curve is their mean over channels.
+        `channel_curves(x)` gives each one.
+
+        Args:
+            x: a 1-D array-like of finite input values.
+
+        Returns:
+            A float32 NumPy array of shape `(channels, len(x))`, with
+            `channels == 1` for layer granularity.
+
+        Example:
+
+        >>> import numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.SLAF(degree=2, granularity="layer")
+        >>> layer.build((None, 3))
+        >>> layer.curve(np.linspace(-1.0, 1.0, 5)).shape
+        (1, 5)
+        """
+        if self.granularity == "layer" and self.normalized and self.built:
+            return self.channel_curves(x).mean(axis=0, keepdims=True)
+        return super().curve(x)
+
+    def channel_curves(self, x):
+        """Each statistics channel's function on a 1-D grid, inference mode.
+
+        Args:
+            x: a 1-D array-like of finite input values.
+
+        Returns:
+            A float32 NumPy array of shape `(channels, len(x))`: one row per
+            channel of the statistics (per channel of `axis` in the
+            normalised form, one row in the raw form with layer granularity).
+
+        Example:
+
+        >>> import numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.SLAF(degree=3, granularity="layer")
+        >>> layer.build((None, 6))
+        >>> layer.channel_curves(np.zeros(4)).shape
+        (6, 4)
+        """
+        if not (self.granularity == "layer" and self.normalized):
+            return super().curve(x)
+        grid = np.asarray(x, dtype="float32")
+        if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)):
+            raise ValueError(
+                "channel_curves() needs a non-empty 1-D grid of finite "
+                f"values; got an array of shape {grid.shape}."
+            )
+        ndim = max(2, 1 - self._stat_axis_from_end)
+        shape = [grid.size] + [1] * (ndim - 1)
+        shape[ndim + self._stat_axis_from_end] = self.stat_channels
+        probe = np.broadcast_to(
+            grid.reshape([grid.size] + [1] * (ndim - 1)), shape
+        ).copy()
+        out = np.asarray(
+            ops.convert_to_numpy(self(probe, training=False)), "float32"
+        )
+        return np.ascontiguousarray(out.reshape(grid.size, -1).T)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "degree": self.degree,
+            "basis": self.basis,
+            "normalization": self.normalization,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "gate": self.gate,
+            "identity_offset": self.identity_offset,
+            "warm_start_statistics": self.warm_start_statistics,
+            "coefficient_initializer": keras.initializers.serialize(
+                self.coefficient_initializer
+            ),
+            "bias_initializer": keras.initializers.serialize(
+                self.bias_initializer
+            ),
+            "gate_initializer": keras.initializers.serialize(
+                self.gate_initializer
+            ),
+            "coefficient_regularizer": keras.regularizers.serialize(
+                self.coefficient_regularizer
+            ),
+        })
+        return config
