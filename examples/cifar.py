@@ -421,12 +421,48 @@ def make_strategy(name):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multiworker needs TF_CONFIG set.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _reduce_nests(tf.distribute.MultiWorkerMirroredStrategy())
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if name == "auto":
         return tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else None
     devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
+
+
+def _reduce_nests(strategy):
+    """Makes `strategy.reduce` accept what Keras 3's `fit` passes it.
+
+    With MultiWorkerMirroredStrategy, Keras 3 (see keras-team/keras#20585)
+    calls `strategy.reduce` with a whole `(x, y)` batch before the first
+    step ("Attempt to convert a value (PerReplica...)") and with
+    `axis=0` on scalar metric values ("Invalid reduction dimension 0").
+    This wrapper reduces leaf by leaf and reduces scalars across replicas
+    only, which is what both calls mean.
+
+    Args:
+        strategy: a `tf.distribute.MultiWorkerMirroredStrategy`.
+
+    Returns:
+        The same strategy, its `reduce` wrapped.
+    """
+    reduce = strategy.reduce
+
+    def reduce_leaf(reduce_op, leaf, axis):
+        if axis is not None:
+            local = strategy.experimental_local_results(leaf)[0]
+            if getattr(local, "shape", None) is not None and (
+                local.shape.rank == 0
+            ):
+                axis = None
+        return reduce(reduce_op, leaf, axis=axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(
+            lambda leaf: reduce_leaf(reduce_op, leaf, axis), value
+        )
+
+    strategy.reduce = reduce_each
+    return strategy
 
 
 def worker_index():
