@@ -35,6 +35,7 @@ Example:
 """
 
 import functools
+import itertools
 import math
 
 import keras
@@ -344,16 +345,17 @@ def _abu_dense(x, units, weight_decay, dtype=None):
     )(x)
 
 
-def _smcn(variant, activation, num_classes, input_shape, weight_decay):
+def _smcn(variant, names, label, num_classes, input_shape, weight_decay):
     bn = variant == "smcnBN"
     dropout = variant in ("smcn", "smcnDeep")
 
     def act(x):
+        name = next(names)
         if bn:
             x = keras.layers.BatchNormalization()(x)
-            if activation in ABU_MODES:
-                return BNBlendABU(normalization=ABU_MODES[activation])(x)
-        return make_activation(activation)(x)
+            if name in ABU_MODES:
+                return BNBlendABU(normalization=ABU_MODES[name])(x)
+        return make_activation(name)(x)
 
     def drop(x):
         return keras.layers.Dropout(0.5)(x) if dropout else x
@@ -375,7 +377,7 @@ def _smcn(variant, activation, num_classes, input_shape, weight_decay):
     x = act(_abu_dense(x, 192, weight_decay))
     # Logits in float32, so mixed precision keeps a float32 loss.
     outputs = _abu_dense(x, num_classes, weight_decay, dtype="float32")
-    return keras.Model(inputs, outputs, name=f"{variant}_{activation}")
+    return keras.Model(inputs, outputs, name=f"{variant}_{label}")
 
 
 def _res_conv(x, filters, size, strides, weight_decay):
@@ -386,9 +388,9 @@ def _res_conv(x, filters, size, strides, weight_decay):
     )(x)
 
 
-def _basic_block(x, filters, strides, activation, weight_decay, shortcut):
+def _basic_block(x, filters, strides, names, weight_decay, shortcut):
     y = _res_conv(x, filters, 3, strides, weight_decay)
-    y = make_activation(activation)(keras.layers.BatchNormalization()(y))
+    y = make_activation(next(names))(keras.layers.BatchNormalization()(y))
     y = _res_conv(y, filters, 3, 1, weight_decay)
     y = keras.layers.BatchNormalization()(y)
     if strides != 1 or x.shape[-1] != filters:
@@ -397,25 +399,25 @@ def _basic_block(x, filters, strides, activation, weight_decay, shortcut):
         else:
             x = _res_conv(x, filters, 1, strides, weight_decay)
             x = keras.layers.BatchNormalization()(x)
-    return make_activation(activation)(keras.layers.Add()([x, y]))
+    return make_activation(next(names))(keras.layers.Add()([x, y]))
 
 
-def _resnet(name, widths, blocks, shortcut, activation, num_classes,
+def _resnet(name, widths, blocks, shortcut, names, label, num_classes,
             input_shape, weight_decay):
     inputs = keras.Input(input_shape)
     x = _res_conv(inputs, widths[0], 3, 1, weight_decay)
-    x = make_activation(activation)(keras.layers.BatchNormalization()(x))
+    x = make_activation(next(names))(keras.layers.BatchNormalization()(x))
     for stage, filters in enumerate(widths):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
             x = _basic_block(
-                x, filters, strides, activation, weight_decay, shortcut
+                x, filters, strides, names, weight_decay, shortcut
             )
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(
         num_classes, kernel_regularizer=_l2(weight_decay), dtype="float32"
     )(x)
-    return keras.Model(inputs, outputs, name=f"{name}_{activation}")
+    return keras.Model(inputs, outputs, name=f"{name}_{label}")
 
 
 def build_model(name, activation="relu", num_classes=10,
@@ -426,7 +428,9 @@ def build_model(name, activation="relu", num_classes=10,
         name: one of `MODELS`: `"smcn"`, `"smcnLin"`, `"smcnDeep"`,
             `"smcnBN"`, `"resnet18"`, `"resnet32"`.
         activation: a key of `ACTIVATIONS`, used in place of every
-            activation of the network (never on the logits).
+            activation of the network (never on the logits); or a list of
+            keys, used in turn from the input side (cycling when the
+            network has more activations), to mix activations.
         num_classes: 10 for CIFAR-10, 100 for CIFAR-100.
         input_shape: the image shape, channels last.
         weight_decay: decoupled-equivalent weight decay of every kernel,
@@ -450,12 +454,20 @@ def build_model(name, activation="relu", num_classes=10,
         raise ValueError(
             f"Unknown model {name!r}. Available: {', '.join(MODELS)}."
         )
-    make_activation(activation)  # fails early with a clear message
+    chosen = [activation] if isinstance(activation, str) else activation
+    chosen = list(chosen)
+    if not chosen:
+        raise ValueError("activation: expected a name or a non-empty list.")
+    for each in chosen:
+        make_activation(each)  # fails early with a clear message
+    label = "-".join(chosen) if len(chosen) > 1 else chosen[0]
+    names = itertools.cycle(chosen)
     if name.startswith("smcn"):
-        return _smcn(name, activation, num_classes, input_shape, weight_decay)
+        return _smcn(name, names, label, num_classes, input_shape,
+                     weight_decay)
     if name == "resnet18":
         widths = tuple(width * 2**i for i in range(4))
-        return _resnet(name, widths, 2, "projection", activation,
+        return _resnet(name, widths, 2, "projection", names, label,
                        num_classes, input_shape, weight_decay)
-    return _resnet(f"resnet{6 * n + 2}", (16, 32, 64), n, "pad", activation,
-                   num_classes, input_shape, weight_decay)
+    return _resnet(f"resnet{6 * n + 2}", (16, 32, 64), n, "pad", names,
+                   label, num_classes, input_shape, weight_decay)

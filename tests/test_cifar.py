@@ -2,10 +2,10 @@
 training end to end on TFDS mock data, and tf.distribute training.
 
 Everything runs offline on CPU: `tfds.testing.mock_data` stands in for the
-CIFAR download and `--synthetic` for the distributed runs. Runs that train
-for a few steps use `--run-eagerly`, since tracing a ResNet-32 train step
-costs far more than the two steps themselves; the distributed tests train
-compiled.
+CIFAR download and `--synthetic` for the distributed runs. Under TensorFlow,
+runs that train for a few steps use `--run-eagerly`, since tracing a
+ResNet-32 train step costs far more than the two steps themselves; the
+distributed tests train compiled.
 """
 
 import contextlib
@@ -33,15 +33,17 @@ import cifar_models  # noqa: E402
 
 import keras_learnact as kla  # noqa: E402
 
+# Tracing a TensorFlow train step costs more than a few eager steps; JAX's
+# jit and torch (eager anyway) are quicker compiled.
+EAGER = ["--run-eagerly"] if keras.backend.backend() == "tensorflow" else []
 SMOKE = ["--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "2",
          "--eval-steps", "1", "--verbose", "0"]
 
 
-def _activation_layers(model, name):
-    kind = type(cifar_models.make_activation(name))
-    if model.name.startswith("smcnBN") and name in cifar_models.ABU_MODES:
-        kind = cifar_models.BNBlendABU
-    return [layer for layer in model.layers if type(layer) is kind]
+def _activation_kind(model_name, name):
+    if model_name == "smcnBN" and name in cifar_models.ABU_MODES:
+        return cifar_models.BNBlendABU
+    return type(cifar_models.make_activation(name))
 
 
 # -- registry and models ------------------------------------------------------
@@ -74,19 +76,44 @@ def test_optional_layers_registered_exactly_when_present(name, cls):
 
 @pytest.mark.parametrize("model_name", cifar_models.MODELS)
 def test_every_model_builds_with_every_activation(model_name):
-    # Narrow/shallow ResNets (same code paths) keep this test quick; the
-    # full sizes are built in test_parameter_counts.
+    """Each network gets every registered activation at least once.
+
+    A list of activations is used in turn at the network's activation
+    positions, so a few builds cover them all (each build costs seconds);
+    narrow/shallow ResNets (same code paths) keep it quick, and the full
+    sizes are built in test_parameter_counts.
+    """
     small = {"width": 4, "n": 1}
-    expected = {"smcn": 6, "smcnLin": 6, "smcnDeep": 10, "smcnBN": 6,
-                "resnet18": 17, "resnet32": 7}[model_name]
+    positions = {"smcn": 6, "smcnLin": 6, "smcnDeep": 10, "smcnBN": 6,
+                 "resnet18": 17, "resnet32": 7}[model_name]
+    names = list(cifar_models.ACTIVATIONS)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3))
-    for name in cifar_models.ACTIVATIONS:
-        model = cifar_models.build_model(model_name, name, 10, **small)
+    for start in range(0, len(names), positions):
+        chunk = names[start:start + positions]
+        model = cifar_models.build_model(model_name, chunk, 10, **small)
         y = keras.ops.convert_to_numpy(model(x.astype("float32")))
-        assert y.shape == (2, 10), (model_name, name)
-        assert np.all(np.isfinite(y)), (model_name, name)
-        assert len(_activation_layers(model, name)) == expected, name
+        assert y.shape == (2, 10), (model_name, chunk)
+        assert np.all(np.isfinite(y)), (model_name, chunk)
+        acts = [layer for layer in model.layers
+                if isinstance(layer, (keras.layers.Activation,
+                                      kla.layers.LearnableActivation))]
+        assert len(acts) == positions
+        for i, layer in enumerate(acts):  # in order, cycling
+            name = chunk[i % len(chunk)]
+            assert type(layer) is _activation_kind(model_name, name), name
         keras.backend.clear_session()
+
+
+def test_single_activation_everywhere_and_bad_names():
+    model = cifar_models.build_model("smcnBN", "abu-absnormed")
+    blends = [la for la in model.layers
+              if isinstance(la, cifar_models.BNBlendABU)]
+    assert len(blends) == 6
+    assert {la.normalization for la in blends} == {"absnormed"}
+    with pytest.raises(ValueError, match="Unknown model 'vgg'"):
+        cifar_models.build_model("vgg")
+    with pytest.raises(ValueError, match="Unknown activation 'relu6x'"):
+        cifar_models.build_model("smcn", ["relu", "relu6x"])
 
 
 def test_parameter_counts():
@@ -231,7 +258,7 @@ def _rows(path):
 
 def test_smcn_sweep_then_resume_on_mock_cifar(tmp_path):
     out = str(tmp_path)
-    common = ["--model", "smcn", "--output", out, "--run-eagerly", *SMOKE]
+    common = ["--model", "smcn", "--output", out, *EAGER, *SMOKE]
     with tfds.testing.mock_data(num_examples=16):
         first = cifar.main(["--activation", "abu,relu", *common])
         resumed = cifar.main(
@@ -267,7 +294,7 @@ def test_resnet32_augmented_on_mock_cifar100(tmp_path):
         [result] = cifar.main([
             "--dataset", "cifar100", "--model", "resnet32", "--activation",
             "alpha-swish", "--augment", "--optimizer", "sgdm-he",
-            "--output", str(tmp_path), "--run-eagerly", *SMOKE,
+            "--output", str(tmp_path), *EAGER, *SMOKE,
         ])
     assert result["params"] == cifar_models.build_model(
         "resnet32", "alpha-swish", 100).count_params()
@@ -281,7 +308,7 @@ def test_synthetic_mode_reports_images_per_second(tmp_path):
     with contextlib.redirect_stdout(printed):
         [result] = cifar.main([
             "--synthetic", "--synthetic-size", "32", "--model", "smcnLin",
-            "--output", str(tmp_path), "--run-eagerly", *SMOKE,
+            "--output", str(tmp_path), *EAGER, *SMOKE,
             "--steps-per-epoch", "3",
         ])
     assert result["dataset"] == "synthetic"
