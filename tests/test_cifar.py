@@ -303,15 +303,18 @@ def test_resnet32_augmented_on_mock_cifar100(tmp_path):
             / "metrics.csv").exists()
 
 
-def test_synthetic_mode_reports_images_per_second(tmp_path):
+def test_synthetic_mixed_precision_reports_images_per_second(tmp_path):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         [result] = cifar.main([
-            "--synthetic", "--synthetic-size", "32", "--model", "smcnLin",
+            "--synthetic", "--synthetic-size", "32", "--model", "smcnBN",
+            "--activation", "abu", "--mixed-precision",
             "--output", str(tmp_path), *EAGER, *SMOKE,
             "--steps-per-epoch", "3",
         ])
-    assert result["dataset"] == "synthetic"
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert result["dataset"] == "synthetic" and result["mixed_precision"]
+    assert np.isfinite(result["test_loss"])
     assert result["images_per_second"] > 0
     assert "images/s" in printed.getvalue()
 
