@@ -42,6 +42,9 @@ VARIANTS = {
     "abu-softmax-channel": lambda: kla.layers.ABU(
         normalization="softmax", granularity="channel"
     ),
+    "deu": lambda: kla.layers.DEU(),
+    "slaf-batch-4": lambda: kla.layers.SLAF(degree=4),
+    "slaf-raw-4": lambda: kla.layers.SLAF(degree=4, normalization="none"),
     "pwlu-4": lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True),
     "pwlu-16": lambda: kla.layers.PWLU(num_intervals=16,
                                        start_realigned=True),

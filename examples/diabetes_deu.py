@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from sklearn.datasets import load_diabetes  # noqa: E402
 from sklearn.model_selection import KFold  # noqa: E402
 
-from keras_learnact.layers.deu import DEU  # noqa: E402
+from keras_learnact.layers import DEU  # noqa: E402
 
 ACTIVATIONS = {
     "DEU": lambda: DEU(),

@@ -16,7 +16,9 @@ from keras_learnact import layers
 from keras_learnact import plotting
 from keras_learnact import snapshots
 from keras_learnact.layers import ABU
+from keras_learnact.layers import DEU
 from keras_learnact.layers import PWLU
+from keras_learnact.layers import SLAF
 from keras_learnact.layers import AdaptiveScaling
 from keras_learnact.layers import LearnableActivation
 
@@ -24,7 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABU",
+    "DEU",
     "PWLU",
+    "SLAF",
     "AdaptiveScaling",
     "LearnableActivation",
     "callbacks",
