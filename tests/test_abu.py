@@ -299,3 +299,26 @@ class TestAdaptiveScalingContract(LayerContract):
                   {"activation": "tanh", "granularity": "channel", "axis": 1},
                   (3, 4, 4), trainable=1),
     ]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: kla.ABU(granularity="channel"),
+    lambda: kla.PWLU(start_realigned=True),
+])
+def test_inputs_of_several_ranks_and_batch_sizes(make):
+    """A conv layer's activation is also called on a rank-2 grid by
+    `curve()` (the snapshot callback does so between epochs); the fused
+    TensorFlow path must handle every rank and batch size in turn."""
+    layer = make()
+    rng = np.random.default_rng(0)
+    x4 = rng.normal(size=(4, 3, 3, 5)).astype("float32")
+    first = ops.convert_to_numpy(layer(x4))
+    curve = layer.curve(np.linspace(-2, 2, 9))
+    assert curve.shape == (5, 9)
+    for c in range(5):  # the curve is the layer's own function
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(layer(np.full((1, 1, 1, 5), 0.5, "float32"))
+                                 )[0, 0, 0, c],
+            layer.curve(np.array([0.5]))[c, 0], rtol=1e-6)
+    again = ops.convert_to_numpy(layer(x4[:2]))
+    np.testing.assert_allclose(again, first[:2], rtol=1e-6, atol=1e-7)

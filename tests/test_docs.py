@@ -42,8 +42,9 @@ def test_public_api_has_docstring_examples():
         for attr in getattr(module, "__all__", []):
             obj = getattr(module, attr)
             doc = obj.__doc__ or ""
+            is_error = isinstance(obj, type) and issubclass(obj, Exception)
             if callable(obj) and not ("Example" in doc and (
-                    "Args:" in doc or "Returns:" in doc)):
+                    is_error or "Args:" in doc or "Returns:" in doc)):
                 missing.append(f"{name}.{attr}")
     assert not missing, missing
 

@@ -50,7 +50,10 @@ def build_model(seed=0):
     x = inputs
     for cls in families():
         x = keras.layers.Dense(5)(x)
-        x = cls(name=f"act_{cls.__name__.lower()}")(x)
+        # A PWLU learns only after its realignment: start it realigned so
+        # that every family's shape changes while it trains.
+        extra = {"start_realigned": True} if cls.__name__ == "PWLU" else {}
+        x = cls(name=f"act_{cls.__name__.lower()}", **extra)(x)
     x = keras.layers.Dense(WIDE)(x)
     x = AdaptiveScaling("tanh", granularity="channel", name="wide")(x)
     model = keras.Model(inputs, keras.layers.Dense(1)(x))

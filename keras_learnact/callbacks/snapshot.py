@@ -375,8 +375,9 @@ def write_image_summary(tag, image, step):
 
     Example:
 
-    >>> import numpy as np, tensorflow as tf  # doctest: +SKIP
-    >>> with tf.summary.create_file_writer("logs").as_default():
+    >>> import tempfile, numpy as np, tensorflow as tf
+    >>> logdir = tempfile.mkdtemp()
+    >>> with tf.summary.create_file_writer(logdir).as_default():
     ...     write_image_summary("img", np.zeros((4, 4, 3), "uint8"), 0)
     True
     """

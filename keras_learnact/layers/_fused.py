@@ -40,6 +40,20 @@ def fuse(fn):
     """
     if keras.backend.backend() != "tensorflow":
         return fn
+    by_rank = {}
+
+    def call(x, *params):
+        # One fused function per input rank: shapes are relaxed to unknown
+        # sizes between calls, and a rank must stay known for `fn`.
+        rank = len(x.shape)
+        if rank not in by_rank:
+            by_rank[rank] = _fuse_tensorflow(fn)
+        return by_rank[rank](x, *params)
+
+    return call
+
+
+def _fuse_tensorflow(fn):
     import tensorflow as tf
 
     forward = tf.function(fn, jit_compile=True, reduce_retracing=True)

@@ -358,8 +358,8 @@ class PWLU(LearnableActivation):
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.PWLU(num_intervals=4, granularity="layer")
         >>> layer.build((None, 3))
-        >>> layer.moving_mean.assign(1.0)
-        >>> layer.moving_std.assign(0.5)
+        >>> _ = layer.moving_mean.assign(1.0)
+        >>> _ = layer.moving_std.assign(0.5)
         >>> layer.realign()
         >>> layer.parameter_values()["right_bound"].tolist()
         2.5

@@ -150,7 +150,7 @@ class SLAF(LearnableActivation):
     ... ])
     >>> [w.name for w in model.layers[1].weights]
     ['coefficients', 'bias', 'moving_mean', 'moving_variance', 'moving_count']
-    >>> model.layers[1].moving_mean.shape
+    >>> tuple(model.layers[1].moving_mean.shape)
     (4, 4)
 
     Reference:
