@@ -211,7 +211,12 @@ def test_each_case_solves_its_ode():
     layer = layer_with(ODE_PARAMS, dtype="float64")
     t = np.concatenate([np.linspace(-1.0, -0.2, 10),
                         np.linspace(0.2, 1.0, 10)])
-    h = 1e-4
+    h, atol = 1e-4, 2e-5
+    if keras.backend.backend() == "jax":
+        # Keras's JAX backend computes some float64 ops in float32 (see
+        # numeric.JAX_LOOSENING): a second difference then needs a wider
+        # step. A wrong solution still leaves residuals of order 1.
+        h, atol = 1e-2, 2e-2
     probe = np.stack([t - h, t, t + h])[..., None].repeat(len(ODE_PARAMS), -1)
     y = ops.convert_to_numpy(layer(probe.reshape(-1, len(ODE_PARAMS)),
                                    training=False)).reshape(probe.shape)
@@ -220,7 +225,7 @@ def test_each_case_solves_its_ode():
     step = (t > 0).astype("float64")[:, None]
     a, b, c = (ODE_PARAMS[:, i] for i in range(3))
     residual = a * d2y + b * dy + c * y[1] - step
-    np.testing.assert_allclose(residual, 0.0, atol=2e-5)
+    np.testing.assert_allclose(residual, 0.0, atol=atol)
 
 
 def test_second_order_step_responses_are_c1_at_zero():
