@@ -1,6 +1,6 @@
 """keras-learnact: learnable activation functions for Keras 3.
 
-Example:
+Examples:
 
 >>> import keras, keras_learnact as kla
 >>> model = keras.Sequential([
@@ -49,7 +49,7 @@ def custom_objects():
         A dict mapping both the plain class name (`"ABU"`) and the registered
         name (`"keras_learnact>ABU"`) to the class.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> kla.custom_objects()["keras_learnact>ABU"] is kla.ABU

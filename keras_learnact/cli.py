@@ -54,7 +54,7 @@ def format_info(snaps):
     Returns:
         The summary as a string.
 
-    Example:
+    Examples:
 
     >>> import keras_learnact.snapshots as ks
     >>> print(format_info(ks.load("activations.npz")))  # doctest: +SKIP
@@ -124,7 +124,7 @@ def main(argv=None):
         The exit status: 0 on success, 1 for an unreadable file or a failed
         plot.
 
-    Example:
+    Examples:
 
     >>> main(["info", "activations.npz"])  # doctest: +SKIP
     0

@@ -175,7 +175,7 @@ def plot_evolution(snapshots, layers=None, channels=None, histogram=True,
         A `matplotlib.figure.Figure`; panel axes are labelled
         `"layer:<name>"`.
 
-    Example:
+    Examples:
 
     >>> from keras_learnact import plotting
     >>> fig = plotting.plot_evolution("activations.npz")  # doctest: +SKIP
@@ -233,7 +233,7 @@ def plot_final(snapshots, layers=None, channels=None, show_initial=True):
         A `matplotlib.figure.Figure` with one panel (labelled
         `"layer:<name>"`) per layer, in one row.
 
-    Example:
+    Examples:
 
     >>> from keras_learnact import plotting
     >>> plotting.plot_final("activations.npz").savefig(
@@ -290,7 +290,7 @@ def animate_evolution(snapshots, path, fps=4, layers=None, channels=None,
     Returns:
         `path`.
 
-    Example:
+    Examples:
 
     >>> from keras_learnact import plotting
     >>> plotting.animate_evolution("activations.npz",
@@ -380,7 +380,7 @@ def figure_to_array(figure):
     Returns:
         A uint8 array of shape `(height, width, 4)`.
 
-    Example:
+    Examples:
 
     >>> from keras_learnact import plotting
     >>> image = plotting.figure_to_array(

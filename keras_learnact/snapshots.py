@@ -74,7 +74,7 @@ class SnapshotFileError(ValueError):
     Raised for truncated or corrupt files, foreign `.npz` archives and
     files of an unknown format version. The message names the file.
 
-    Example:
+    Examples:
 
     >>> issubclass(SnapshotFileError, ValueError)
     True
@@ -93,7 +93,7 @@ class Snapshots:
         info: optional provenance dict (package and Keras versions,
             backend), stored in the metadata as-is.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> s = Snapshots(np.linspace(-1, 1, 3))
@@ -381,7 +381,7 @@ def save(path, snapshots):
         path: the file path (used exactly as given).
         snapshots: a `Snapshots` object with at least one epoch.
 
-    Example:
+    Examples:
 
     >>> import numpy as np, os, tempfile
     >>> s = Snapshots(np.linspace(-1, 1, 3))
@@ -446,7 +446,7 @@ def load(path):
             corrupt, not a keras-learnact snapshot file, or of a newer
             format version.
 
-    Example:
+    Examples:
 
     >>> import keras_learnact.snapshots as ks
     >>> snaps = ks.load("activations.npz")  # doctest: +SKIP

@@ -14,7 +14,7 @@ def find_pwlu_layers(model):
     Returns:
         A list of the `PWLU` layers, each once, in the model's order.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> inner = keras.Sequential([keras.Input((4,)), kla.layers.PWLU()])
@@ -54,7 +54,7 @@ class PWLURealignment(keras.callbacks.Callback):
         warmup_epochs: the number of phase-I epochs, an integer >= 0
             (default 5, the paper's).
 
-    Example:
+    Examples:
 
     >>> import keras, numpy as np, keras_learnact as kla
     >>> model = keras.Sequential([

@@ -30,7 +30,7 @@ def find_learnable_activations(model):
     Returns:
         A list of `(name, layer)` pairs in the order the walk meets them.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> inner = keras.Sequential([keras.Input((4,)), kla.layers.ABU()])
@@ -104,7 +104,7 @@ class ActivationSnapshot(keras.callbacks.Callback):
             figure is logged there as an image at every snapshot. Needs
             TensorFlow and matplotlib.
 
-    Example:
+    Examples:
 
     >>> import keras, numpy as np, keras_learnact as kla
     >>> from keras_learnact.callbacks import ActivationSnapshot
@@ -373,7 +373,7 @@ def write_image_summary(tag, image, step):
     Returns:
         Whether the summary was written (False with no default writer).
 
-    Example:
+    Examples:
 
     >>> import tempfile, numpy as np, tensorflow as tf
     >>> logdir = tempfile.mkdtemp()

@@ -31,7 +31,7 @@ def fuse(fn):
     Returns:
         A function with the signature and gradients of `fn`.
 
-    Example:
+    Examples:
 
     >>> from keras import ops
     >>> scaled_tanh = fuse(lambda x, a: a * ops.tanh(x))

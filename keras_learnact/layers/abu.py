@@ -37,7 +37,7 @@ def normalize_blend(theta, mode, reference_posnormed=False):
     Returns:
         A tensor shaped like `theta`.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> w = normalize_blend(np.array([1.0, 3.0], "float32"), "normalized")
@@ -110,7 +110,7 @@ class ABU(LearnableActivation):
             the intended clip-then-normalise semantics.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> model = keras.Sequential([
@@ -120,8 +120,8 @@ class ABU(LearnableActivation):
     ...     keras.layers.GlobalAveragePooling2D(),
     ...     keras.layers.Dense(10),
     ... ])
-    >>> [round(float(w), 2) for w in model.layers[1].normalized_weights()]
-    [0.2, 0.2, 0.2, 0.2, 0.2]
+    >>> tuple(round(float(w), 2) for w in model.layers[1].normalized_weights())
+    (0.2, 0.2, 0.2, 0.2, 0.2)
 
     Reference:
         Sütfeld, Brieger, Finger, Füllhase, Pipa, "Adaptive Blending Units:
@@ -201,7 +201,7 @@ class ABU(LearnableActivation):
             A float32 array of shape `(n,)` (layer granularity) or
             `(channels, n)` (channel granularity), in the order of `basis`.
 
-        Example:
+        Examples:
 
         >>> import keras_learnact as kla
         >>> abu = kla.layers.ABU(["relu", "tanh"], normalization="normalized",

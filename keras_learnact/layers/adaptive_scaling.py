@@ -30,7 +30,7 @@ class AdaptiveScaling(LearnableActivation):
         alpha_regularizer: optional regularizer of `alpha`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> model = keras.Sequential([

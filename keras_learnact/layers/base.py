@@ -36,7 +36,7 @@ def check_choice(name, value, allowed):
     Returns:
         `value`, unchanged.
 
-    Example:
+    Examples:
 
     >>> check_choice("granularity", "layer", GRANULARITIES)
     'layer'
@@ -67,7 +67,7 @@ def check_number(name, value, low=None, high=None, low_open=False,
     Returns:
         `float(value)`.
 
-    Example:
+    Examples:
 
     >>> check_number("momentum", 0.9, 0.0, 1.0, high_open=True)
     0.9
@@ -112,7 +112,7 @@ class LearnableActivation(keras.layers.Layer):
             and never the batch axis.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras_learnact as kla
     >>> layer = kla.layers.AdaptiveScaling("tanh", granularity="channel")
@@ -226,7 +226,7 @@ class LearnableActivation(keras.layers.Layer):
             A float32 NumPy array of shape `(channels, len(x))`, with
             `channels == 1` for layer granularity.
 
-        Example:
+        Examples:
 
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.AdaptiveScaling("relu")
@@ -273,7 +273,7 @@ class LearnableActivation(keras.layers.Layer):
             A dict from the weight's name (`blend_weights`, `alpha`, ...) to a
             NumPy array holding its current value.
 
-        Example:
+        Examples:
 
         >>> import keras_learnact as kla
         >>> layer = kla.layers.AdaptiveScaling("relu")

@@ -50,7 +50,7 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     Returns:
         A dict from the names in `COEFFICIENTS` to tensors shaped like `a`.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> k = deu_coefficients(*np.array([[1.0], [3.0], [1.0], [0.0], [0.0]],
@@ -153,7 +153,7 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
     Returns:
         `y(t)`, unclipped, shaped like `t`.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
@@ -199,7 +199,7 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
     Returns:
         `(value, slope)`, tensors shaped like `t`.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
@@ -300,7 +300,7 @@ class DEU(LearnableActivation):
             neighbouring solution's gradient (default True).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> model = keras.Sequential([
@@ -309,8 +309,8 @@ class DEU(LearnableActivation):
     ...     kla.layers.DEU(),
     ...     keras.layers.Dense(2),
     ... ])
-    >>> [w.name for w in model.layers[1].weights]
-    ['a', 'b', 'c', 'c1', 'c2']
+    >>> print(", ".join(w.name for w in model.layers[1].weights))
+    a, b, c, c1, c2
 
     Reference:
         Rezaei, Ghasemi, Ganjtabesh, Yazdanbakhsh, "Differential Equation

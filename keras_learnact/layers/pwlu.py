@@ -92,7 +92,7 @@ class PWLU(LearnableActivation):
             skipping the statistics phase (default False).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras, numpy as np, keras_learnact as kla
     >>> model = keras.Sequential([
@@ -105,8 +105,8 @@ class PWLU(LearnableActivation):
     >>> pwlu = model.layers[1]
     >>> pwlu.is_realigned()
     False
-    >>> pwlu.curve(np.array([-2.0, 0.0, 1.5])).tolist()[0]
-    [0.0, 0.0, 1.5]
+    >>> tuple(pwlu.curve(np.array([-2.0, 0.0, 1.5]))[0].tolist())
+    (0.0, 0.0, 1.5)
     >>> model.compile("adam", "mse")
     >>> x = np.random.default_rng(0).normal(size=(16, 8, 8, 3))
     >>> history = model.fit(
@@ -330,7 +330,7 @@ class PWLU(LearnableActivation):
         Returns:
             A Python bool, read from the `realigned` weight.
 
-        Example:
+        Examples:
 
         >>> import keras_learnact as kla
         >>> layer = kla.layers.PWLU(start_realigned=True)
@@ -353,7 +353,7 @@ class PWLU(LearnableActivation):
         Call it between steps, not inside a compiled function; a compiled
         train step picks the new values up without retracing.
 
-        Example:
+        Examples:
 
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.PWLU(num_intervals=4, granularity="layer")

@@ -138,7 +138,7 @@ class SLAF(LearnableActivation):
         coefficient_regularizer: optional regularizer of the coefficients.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
-    Example:
+    Examples:
 
     >>> import keras, keras_learnact as kla
     >>> model = keras.Sequential([
@@ -148,8 +148,8 @@ class SLAF(LearnableActivation):
     ...     keras.layers.Flatten(),
     ...     keras.layers.Dense(10),
     ... ])
-    >>> [w.name for w in model.layers[1].weights]
-    ['coefficients', 'bias', 'moving_mean', 'moving_variance', 'moving_count']
+    >>> print(", ".join(w.name for w in model.layers[1].weights))
+    coefficients, bias, moving_mean, moving_variance, moving_count
     >>> tuple(model.layers[1].moving_mean.shape)
     (4, 4)
 
@@ -428,7 +428,7 @@ class SLAF(LearnableActivation):
         following ones are averaged in: a quick re-estimate for the current
         weights after a short run or fine-tuning.
 
-        Example:
+        Examples:
 
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.SLAF(degree=2)
@@ -464,7 +464,7 @@ class SLAF(LearnableActivation):
             A float32 NumPy array of shape `(channels, len(x))`, with
             `channels == 1` for layer granularity.
 
-        Example:
+        Examples:
 
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.SLAF(degree=2, granularity="layer")
@@ -487,7 +487,7 @@ class SLAF(LearnableActivation):
             channel of the statistics (per channel of `axis` in the
             normalised form, one row in the raw form with layer granularity).
 
-        Example:
+        Examples:
 
         >>> import numpy as np, keras_learnact as kla
         >>> layer = kla.layers.SLAF(degree=3, granularity="layer")
