@@ -52,9 +52,9 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
 
     Examples:
 
-    >>> import numpy as np
-    >>> k = deu_coefficients(*np.array([[1.0], [3.0], [1.0], [0.0], [0.0]],
-    ...                                "float32"))
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor(
+    ...     [[1.0], [3.0], [1.0], [0.0], [0.0]], "float32"))
     >>> round(float(k["K0Q"][0]), 3)  # overdamped: the step response -> 1/c
     1.0
     """
@@ -137,7 +137,9 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
 
 
 def _capped_exp(z, cap):
-    return ops.exp(ops.minimum(z, cap))
+    # A typed cap: with a Python float, PyTorch's backend returns float32
+    # for a float64 `z`.
+    return ops.exp(ops.minimum(z, ops.cast(cap, z.dtype)))
 
 
 def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
@@ -155,9 +157,9 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
 
     Examples:
 
-    >>> import numpy as np
-    >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
-    >>> float(deu_evaluate(np.float32(2.5), k))  # A=B=C=0: the identity
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor([0.0] * 5, "float32"))
+    >>> float(deu_evaluate(ops.convert_to_tensor(2.5), k))  # the identity
     2.5
     """
     expand = expand or (lambda x: x)
@@ -201,9 +203,9 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
 
     Examples:
 
-    >>> import numpy as np
-    >>> k = deu_coefficients(*np.array([0.0, 0.0, 0.0, 0.0, 0.0], "float32"))
-    >>> [float(v) for v in deu_value_and_slope(np.float32(3.0), k)]
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor([0.0] * 5, "float32"))
+    >>> [float(v) for v in deu_value_and_slope(ops.convert_to_tensor(3.0), k)]
     [3.0, 1.0]
     """
     positive = t > 0
@@ -356,7 +358,7 @@ class DEU(LearnableActivation):
         dtype = keras.backend.standardize_dtype(self.compute_dtype)
         return "float64" if dtype == "float64" else "float32"
 
-    def _parameters(self):
+    def _ode_parameters(self):
         dtype = self._dtype()
         return [ops.cast(w, dtype) for w in
                 (self.a, self.b, self.c, self.c1, self.c2)]
@@ -375,10 +377,11 @@ class DEU(LearnableActivation):
         def expand(x):
             return self.broadcast(x, ndim)
 
-        params = self._parameters()
+        params = self._ode_parameters()
         k = self._coefficients(*params)
-        y = ops.clip(deu_evaluate(t, k, self.exponent_cap, expand),
-                     -self.output_clip, self.output_clip)
+        y = deu_evaluate(t, k, self.exponent_cap, expand)
+        limit = ops.cast(self.output_clip, y.dtype)
+        y = ops.clip(y, -limit, limit)
         if self.surrogate_gradient and training is not False:
             small = [ops.abs(x) < self.epsilon for x in params[:3]]
             degenerate = ops.logical_or(
