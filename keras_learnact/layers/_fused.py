@@ -8,9 +8,12 @@ keeps the mathematics in `keras.ops` and changes only how TensorFlow runs it:
 - forward: `fn(x, *params)` compiled by XLA into one fused kernel, which
   reads `x` and writes `y` and keeps no intermediate for the backward pass;
 - backward: the input gradient recomputed from `x` by a second fused XLA
-  kernel, while the parameter gradients (reductions over the whole tensor,
-  which XLA runs slowly on CPUs) come from TensorFlow's ordinary autodiff of
-  `fn`, where graph pruning keeps only what they need.
+  kernel. The parameter gradients come either from TensorFlow's ordinary
+  autodiff of `fn`, where graph pruning keeps only what they need (the
+  default; best where they need transcendental functions that XLA's CPU
+  code evaluates slowly), or, with `xla_gradients=True`, from the same XLA
+  kernel as the input gradient (best where they are reductions of cheap
+  products, as in a polynomial or a table lookup).
 
 On JAX the train step is already compiled by XLA, which fuses the same way,
 and on PyTorch `fn` runs as written: for both `fuse` returns `fn` unchanged.
@@ -20,13 +23,18 @@ The result is numerically the same function with the same gradients.
 import keras
 
 
-def fuse(fn):
+def fuse(fn, xla_gradients=False, has_aux=False):
     """Returns `fn` fused as described in the module docstring.
 
     Args:
-        fn: a function `fn(x, *params) -> y` written with `keras.ops`,
-            elementwise in `x` (`y` has the shape of `x`), whose `params`
-            are tensors (read variables, not variables).
+        fn: a function `fn(x, *params) -> y` written with `keras.ops`, whose
+            output `y` has the shape of `x` and whose `params` are tensors
+            (read variables, not variables). Reductions over `x` are
+            allowed (as in batch statistics).
+        xla_gradients: compute the parameter gradients in the XLA kernel
+            of the input gradient, instead of with TensorFlow's autodiff.
+        has_aux: `fn` returns `(y, aux)`, where `aux` is a tuple of
+            tensors that carries no gradient (batch statistics, say).
 
     Returns:
         A function with the signature and gradients of `fn`.
@@ -47,45 +55,58 @@ def fuse(fn):
         # sizes between calls, and a rank must stay known for `fn`.
         rank = len(x.shape)
         if rank not in by_rank:
-            by_rank[rank] = _fuse_tensorflow(fn)
+            by_rank[rank] = _fuse_tensorflow(fn, xla_gradients, has_aux)
         return by_rank[rank](x, *params)
 
     return call
 
 
-def _fuse_tensorflow(fn):
+def _fuse_tensorflow(fn, xla_gradients, has_aux):
     import tensorflow as tf
+
+    def main_output(x, *params):
+        return fn(x, *params)[0] if has_aux else fn(x, *params)
 
     forward = tf.function(fn, jit_compile=True, reduce_retracing=True)
 
-    def input_gradient(upstream, x, *params):
+    def gradients(upstream, x, *params):
+        sources = [x, *params] if xla_gradients else [x]
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x, *params)
-        return tape.gradient(y, x, output_gradients=upstream)
+            tape.watch(sources)
+            y = main_output(x, *params)
+        return tape.gradient(
+            y, sources, output_gradients=upstream,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
 
-    backward = tf.function(
-        input_gradient, jit_compile=True, reduce_retracing=True
-    )
+    backward = tf.function(gradients, jit_compile=True, reduce_retracing=True)
 
     @tf.custom_gradient
     def fused(x, *params):
-        def gradient(upstream):
-            if not params:
-                return backward(upstream, x)
+        def gradient(upstream, *aux_upstream):
+            del aux_upstream  # aux carries no gradient
+            grads = backward(upstream, x, *params)
+            if xla_gradients or not params:
+                return tuple(grads)
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                y = fn(x, *params)
+                y = main_output(x, *params)
             param_grads = tape.gradient(
                 y, params, output_gradients=upstream,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-            return (backward(upstream, x, *params), *param_grads)
+            return (grads[0], *param_grads)
 
-        return forward(x, *params), gradient
+        if not has_aux:
+            return forward(x, *params), gradient
+        y, aux = forward(x, *params)
+        return (y, *(tf.stop_gradient(a) for a in aux)), gradient
 
     def call(x, *params):
         params = [tf.cast(p, x.dtype) for p in params]
-        return fused(x, *params)
+        if not has_aux:
+            return fused(x, *params)
+        y, *aux = fused(x, *params)
+        return y, tuple(aux)
 
     return call

@@ -245,7 +245,7 @@ class PWLU(LearnableActivation):
         if training:
             self._update_statistics(x)
         if not hasattr(self, "_fused_lookup"):
-            self._fused_lookup = fuse(self._lookup)
+            self._fused_lookup = fuse(self._lookup, xla_gradients=True)
         outputs = self._fused_lookup(x, *self._tables(dtype))
         return ops.cast(outputs, inputs.dtype)
 

@@ -344,25 +344,29 @@ class SLAF(LearnableActivation):
             ops.cast(1.0, dtype),
         ))
         q = x / r
-        # Power sums S_j = mean(q^j), j = 1..2*degree, give every moment:
-        # mean(q^i) = S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the
-        # cancellation at float32 round-off of the O(1) sums). No tensor of
-        # powers is stacked. Sums over a count, not ops.mean: some backends'
-        # mean accumulates float64 in float32.
+        # Power sums S_j = mean(q^j) give every moment: mean(q^i) = S_i,
+        # var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the cancellation at
+        # float32 round-off of the O(1) sums). Only the S_j used are reduced
+        # (the odd ones above the degree are not), and no tensor of powers
+        # is stacked. Sums over a count, not ops.mean: some backends' mean
+        # accumulates float64 in float32.
         count = 1
         for a in axes:
             count = count * ops.shape(x)[a]
         count = ops.cast(count, dtype)
+        degrees = range(1, self.degree + 1)
+        wanted = set(degrees) | {2 * i for i in degrees}
+        sums = {}
         power = q
-        sums = []
-        for j in range(2 * self.degree):
-            if j:
+        for j in range(1, 2 * self.degree + 1):
+            if j > 1:
                 power = power * q
-            sums.append(ops.reshape(
-                ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
-            ))
-        mean = ops.concatenate(sums[:self.degree], axis=-1)  # (C, degree)
-        second = ops.concatenate(sums[1::2], axis=-1)  # S_2, S_4, ..., S_2d
+            if j in wanted:
+                sums[j] = ops.reshape(
+                    ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
+                )
+        mean = ops.concatenate([sums[i] for i in degrees], axis=-1)
+        second = ops.concatenate([sums[2 * i] for i in degrees], axis=-1)
         variance = _maximum(
             second - ops.square(mean), ops.zeros_like(mean)
         )
