@@ -23,18 +23,15 @@ The result is numerically the same function with the same gradients.
 import keras
 
 
-def fuse(fn, xla_gradients=False, has_aux=False):
+def fuse(fn, xla_gradients=False):
     """Returns `fn` fused as described in the module docstring.
 
     Args:
-        fn: a function `fn(x, *params) -> y` written with `keras.ops`, whose
-            output `y` has the shape of `x` and whose `params` are tensors
-            (read variables, not variables). Reductions over `x` are
-            allowed (as in batch statistics).
+        fn: a function `fn(x, *params) -> y` written with `keras.ops`,
+            elementwise in `x` (`y` has the shape of `x`), whose `params`
+            are tensors (read variables, not variables).
         xla_gradients: compute the parameter gradients in the XLA kernel
             of the input gradient, instead of with TensorFlow's autodiff.
-        has_aux: `fn` returns `(y, aux)`, where `aux` is a tuple of
-            tensors that carries no gradient (batch statistics, say).
 
     Returns:
         A function with the signature and gradients of `fn`.
@@ -55,17 +52,14 @@ def fuse(fn, xla_gradients=False, has_aux=False):
         # sizes between calls, and a rank must stay known for `fn`.
         rank = len(x.shape)
         if rank not in by_rank:
-            by_rank[rank] = _fuse_tensorflow(fn, xla_gradients, has_aux)
+            by_rank[rank] = _fuse_tensorflow(fn, xla_gradients)
         return by_rank[rank](x, *params)
 
     return call
 
 
-def _fuse_tensorflow(fn, xla_gradients, has_aux):
+def _fuse_tensorflow(fn, xla_gradients):
     import tensorflow as tf
-
-    def main_output(x, *params):
-        return fn(x, *params)[0] if has_aux else fn(x, *params)
 
     forward = tf.function(fn, jit_compile=True, reduce_retracing=True)
 
@@ -73,7 +67,7 @@ def _fuse_tensorflow(fn, xla_gradients, has_aux):
         sources = [x, *params] if xla_gradients else [x]
         with tf.GradientTape() as tape:
             tape.watch(sources)
-            y = main_output(x, *params)
+            y = fn(x, *params)
         return tape.gradient(
             y, sources, output_gradients=upstream,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
@@ -83,30 +77,23 @@ def _fuse_tensorflow(fn, xla_gradients, has_aux):
 
     @tf.custom_gradient
     def fused(x, *params):
-        def gradient(upstream, *aux_upstream):
-            del aux_upstream  # aux carries no gradient
+        def gradient(upstream):
             grads = backward(upstream, x, *params)
             if xla_gradients or not params:
                 return tuple(grads)
             with tf.GradientTape() as tape:
                 tape.watch(params)
-                y = main_output(x, *params)
+                y = fn(x, *params)
             param_grads = tape.gradient(
                 y, params, output_gradients=upstream,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
             return (grads[0], *param_grads)
 
-        if not has_aux:
-            return forward(x, *params), gradient
-        y, aux = forward(x, *params)
-        return (y, *(tf.stop_gradient(a) for a in aux)), gradient
+        return forward(x, *params), gradient
 
     def call(x, *params):
         params = [tf.cast(p, x.dtype) for p in params]
-        if not has_aux:
-            return fused(x, *params)
-        y, *aux = fused(x, *params)
-        return y, tuple(aux)
+        return fused(x, *params)
 
     return call
