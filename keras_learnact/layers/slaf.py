@@ -1,5 +1,6 @@
 """Self-Learnable Activation Functions: learned polynomials of the input."""
 
+import functools
 import math
 
 import keras
@@ -18,6 +19,52 @@ def _maximum(a, b):
     """Elementwise maximum that keeps float64 (Keras's torch `maximum`
     returns float32 for two float64 tensors)."""
     return ops.where(a > b, a, b)
+
+
+def _horner(x, terms):
+    """`sum_j terms[j] * x^j` by Horner's rule."""
+    result = terms[-1]
+    for term in reversed(terms[:-1]):
+        result = result * x + term
+    return result
+
+
+def _xla(fn):
+    """`fn` compiled by XLA into one fused kernel on TensorFlow."""
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+
+def _columns(table, count):
+    """The first `count` trailing-axis columns of a table (a static count:
+    traced shapes may leave the axis unknown)."""
+    return [table[..., i] for i in range(count)]
+
+
+@functools.cache
+def _compiled_kernels():
+    def horner(q, table, size):
+        return _horner(q, _columns(table, size))
+
+    def input_gradient(upstream, q, slope, moments, sizes):
+        return (upstream * _horner(q, _columns(slope, sizes[0]))
+                + _horner(q, _columns(moments, sizes[1])))
+
+    return _xla(horner), _xla(input_gradient)
+
+
+def _horner_kernel(q, table):
+    """Horner's rule in `q` with the coefficients `table[..., i]`
+    (broadcast to `q` but for the trailing axis), as one XLA kernel."""
+    return _compiled_kernels()[0](q, table, table.shape[-1])
+
+
+def _input_gradient_kernel(upstream, q, slope, moments):
+    """`upstream * slope(q) + moments(q)` for two polynomials given by
+    coefficient tables, as one XLA kernel."""
+    return _compiled_kernels()[1](
+        upstream, q, slope, moments, (slope.shape[-1], moments.shape[-1]))
 
 
 def _identity_offset_initializer(initializer, offset, index):
@@ -293,10 +340,7 @@ class SLAF(LearnableActivation):
 
     def _horner(self, x, terms):
         """`sum_j terms[j] * x^j` by Horner's rule; `terms` broadcast to x."""
-        result = terms[-1]
-        for term in reversed(terms[:-1]):
-            result = result * x + term
-        return result
+        return _horner(x, terms)
 
     def _raw(self, x):
         ndim = len(x.shape)
@@ -332,44 +376,85 @@ class SLAF(LearnableActivation):
 
     def _training(self, x):
         """Batch moments of the powers of `x / r`; updates moving stats."""
+        params = [ops.cast(self.coefficients, x.dtype),
+                  ops.cast(self.bias, x.dtype)]
+        if self.gate_logit is not None:
+            params.append(ops.cast(self.gate_logit, x.dtype))
+        if keras.backend.backend() == "tensorflow":
+            outputs, mean, variance = self._training_tensorflow(x, params)
+        else:
+            r, q, sums = self._power_sums(x)
+            table, mean, variance = self._polynomial_table(sums, r, *params)
+            outputs = self._horner(q, self._table_terms(table, len(x.shape)))
+        self._update_statistics(
+            ops.stop_gradient(mean), ops.stop_gradient(variance))
+        return outputs
+
+    def _sum_orders(self):
+        """The orders j of the power sums S_j the moments use: 1..k and
+        the even ones up to 2k (the odd ones above k are never needed)."""
+        degrees = range(1, self.degree + 1)
+        return sorted(set(degrees) | {2 * i for i in degrees})
+
+    def _power_sums(self, x):
+        """`r`, `q = x / r` and the power sums `S_j = mean(q^j)` per channel,
+        shape `(stat_channels, len(_sum_orders()))`.
+
+        `r` is a per-channel scale that keeps every power of `q` in
+        [-1, 1]. The normalised powers do not depend on it (epsilon is
+        rescaled to match), so it carries no gradient. The power sums give
+        every moment: mean(q^i) = S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1
+        keeps the cancellation at float32 round-off of the O(1) sums). No
+        tensor of powers is stacked. Sums over a count, not ops.mean: some
+        backends' mean accumulates float64 in float32.
+        """
         ndim = len(x.shape)
-        dtype = x.dtype
-        channel = ndim + self._stat_axis_from_end
-        axes = [a for a in range(ndim) if a != channel]
-        # r: a per-channel scale that keeps every power of x / r in [-1, 1].
-        # The normalised powers do not depend on it (epsilon is rescaled to
-        # match), so it carries no gradient.
+        axes = self._reduction_axes(ndim)
         r = ops.stop_gradient(_maximum(
             ops.max(ops.abs(x), axis=axes, keepdims=True),
-            ops.cast(1.0, dtype),
+            ops.cast(1.0, x.dtype),
         ))
         q = x / r
-        # Power sums S_j = mean(q^j) give every moment: mean(q^i) = S_i,
-        # var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the cancellation at
-        # float32 round-off of the O(1) sums). Only the S_j used are reduced
-        # (the odd ones above the degree are not), and no tensor of powers
-        # is stacked. Sums over a count, not ops.mean: some backends' mean
-        # accumulates float64 in float32.
         count = 1
         for a in axes:
             count = count * ops.shape(x)[a]
-        count = ops.cast(count, dtype)
-        degrees = range(1, self.degree + 1)
-        wanted = set(degrees) | {2 * i for i in degrees}
-        sums = {}
+        count = ops.cast(count, x.dtype)
+        orders = self._sum_orders()
+        sums = []
         power = q
-        for j in range(1, 2 * self.degree + 1):
+        for j in range(1, orders[-1] + 1):
             if j > 1:
                 power = power * q
-            if j in wanted:
-                sums[j] = ops.reshape(
+            if j in orders:
+                sums.append(ops.reshape(
                     ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
-                )
-        mean = ops.concatenate([sums[i] for i in degrees], axis=-1)
-        second = ops.concatenate([sums[2 * i] for i in degrees], axis=-1)
-        variance = _maximum(
-            second - ops.square(mean), ops.zeros_like(mean)
-        )
+                ))
+        return r, q, ops.concatenate(sums, axis=-1)
+
+    def _reduction_axes(self, ndim):
+        channel = ndim + self._stat_axis_from_end
+        return [a for a in range(ndim) if a != channel]
+
+    def _polynomial_table(self, sums, r, coefficients, bias, gate_logit=None):
+        """Per channel: the polynomial in `q` and the moments of `x`.
+
+        Args:
+            sums: `(stat_channels, J)` power sums from `_power_sums`.
+            r: the scale from `_power_sums`.
+            coefficients, bias, gate_logit: the layer's parameters.
+
+        Returns:
+            `(table, mean, variance)`: `table[:, i]` is the coefficient of
+            `q^i` (`i = 0..degree`); `mean`, `variance` are the batch
+            moments of the powers of `x`, `(stat_channels, degree)`.
+        """
+        dtype = sums.dtype
+        orders = self._sum_orders()
+        degrees = range(1, self.degree + 1)
+        column = {j: sums[:, k:k + 1] for k, j in enumerate(orders)}
+        mean = ops.concatenate([column[i] for i in degrees], axis=-1)
+        second = ops.concatenate([column[2 * i] for i in degrees], axis=-1)
+        variance = _maximum(second - ops.square(mean), ops.zeros_like(mean))
         exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
         r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
         r_squared = ops.square(r_powers)
@@ -380,19 +465,78 @@ class SLAF(LearnableActivation):
         denominator = ops.sqrt(_maximum(
             variance + self.epsilon / r_squared, tiny
         ))
-        scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
-        scale = scale / denominator
-        constant = ops.cast(self.bias, dtype) - ops.sum(scale * mean, axis=-1)
-        terms = [self._stat_broadcast(constant, ndim)] + [
-            self._stat_broadcast(scale[:, i], ndim)
-            for i in range(self.degree)
-        ]
-        outputs = self._horner(q, terms)
-        self._update_statistics(
-            ops.stop_gradient(mean * r_powers),
-            ops.stop_gradient(variance * r_squared),
-        )
-        return outputs
+        if gate_logit is not None:
+            coefficients = ops.sigmoid(gate_logit) * coefficients
+        scale = coefficients / denominator
+        constant = bias - ops.sum(scale * mean, axis=-1)
+        table = ops.concatenate([constant[:, None], scale], axis=-1)
+        return table, mean * r_powers, variance * r_squared
+
+    def _table_terms(self, table, ndim):
+        """The columns of a per-channel table, each broadcast to rank
+        `ndim`."""
+        return [self._stat_broadcast(table[:, i], ndim)
+                for i in range(table.shape[-1])]
+
+    def _training_tensorflow(self, x, params):
+        """`_training`'s output and moments with a hand-written gradient.
+
+        TensorFlow without XLA runs every operation as a pass over the
+        tensor, and its autodiff of the power sums and of Horner's rule
+        takes dozens. The gradient here takes `degree + 1` weighted sums
+        `T_i = sum(dy q^i)` for the parameters (through the per-channel
+        mathematics, differentiated by TensorFlow) and one elementwise
+        polynomial for the input: `dq = dy P'(q) + sum_j dS_j j q^(j-1) / n`,
+        where `P` is the output polynomial and `dS_j` the gradient reaching
+        the power sum `S_j = mean(q^j)` over its `n` elements.
+        """
+        import tensorflow as tf
+
+        ndim = len(x.shape)
+        axes = self._reduction_axes(ndim)
+        orders = self._sum_orders()
+        # Read the variables outside the custom gradient.
+        params = [tf.identity(p) for p in params]
+
+        @tf.custom_gradient
+        def normalized(x, *params):
+            r, q, sums = self._power_sums(x)
+            table, mean, variance = self._polynomial_table(sums, r, *params)
+            outputs = _horner_kernel(q, self._stat_broadcast(table, ndim))
+
+            def gradient(upstream, *unused):
+                totals, power = [], upstream
+                for i in range(self.degree + 1):
+                    if i:
+                        power = power * q
+                    totals.append(tf.reduce_sum(power, axis=axes))
+                totals = tf.stack(totals, axis=-1)
+                sources = [sums, *params]
+                with tf.GradientTape() as tape:
+                    tape.watch(sources)
+                    again, _, _ = self._polynomial_table(sums, r, *params)
+                grads = tape.gradient(
+                    again, sources, output_gradients=totals,
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                d_sums, d_params = grads[0], grads[1:]
+                count = tf.cast(tf.size(x), x.dtype) / tf.cast(
+                    self.stat_channels, x.dtype)
+                # dy * P'(q): the derivative's coefficients i * table_i.
+                slope = table[:, 1:] * tf.cast(
+                    tf.range(1, self.degree + 1), x.dtype)
+                # sum_j dS_j j q^(j-1) / n, as coefficients of q^0..q^(J-1).
+                moments = [tf.zeros_like(d_sums[:, 0])] * orders[-1]
+                for k, j in enumerate(orders):
+                    moments[j - 1] = d_sums[:, k] * (j / count)
+                moments = tf.stack(moments, axis=-1)
+                d_q = _input_gradient_kernel(
+                    upstream, q, self._stat_broadcast(slope, ndim),
+                    self._stat_broadcast(moments, ndim))
+                return (d_q / r, *d_params)
+
+            return (outputs, mean, variance), gradient
+
+        return normalized(x, *params)
 
     def _update_statistics(self, batch_mean, batch_variance):
         moving_mean = ops.cast(self.moving_mean, batch_mean.dtype)
