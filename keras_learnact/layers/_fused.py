@@ -58,10 +58,35 @@ def fuse(fn, xla_gradients=False):
     return call
 
 
+def xla_kernel(fn):
+    """`fn` compiled by XLA into one fused kernel (TensorFlow only).
+
+    Args:
+        fn: a function of tensors written with `keras.ops` or `tf`.
+
+    Returns:
+        A `tf.function` with `jit_compile=True`; tensor shapes are relaxed
+        between calls, Python arguments are part of its signature.
+
+    Examples:
+
+    >>> import keras
+    >>> if keras.backend.backend() == "tensorflow":
+    ...     square = xla_kernel(lambda x: x * x)
+    ...     print(float(square(keras.ops.convert_to_tensor(3.0))))
+    ... else:
+    ...     print(9.0)
+    9.0
+    """
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+
 def _fuse_tensorflow(fn, xla_gradients):
     import tensorflow as tf
 
-    forward = tf.function(fn, jit_compile=True, reduce_retracing=True)
+    forward = xla_kernel(fn)
 
     def gradients(upstream, x, *params):
         sources = [x, *params] if xla_gradients else [x]
@@ -73,7 +98,7 @@ def _fuse_tensorflow(fn, xla_gradients):
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
 
-    backward = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+    backward = xla_kernel(gradients)
 
     @tf.custom_gradient
     def fused(x, *params):

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 from keras_learnact.layers.base import check_number
@@ -29,13 +30,6 @@ def _horner(x, terms):
     return result
 
 
-def _xla(fn):
-    """`fn` compiled by XLA into one fused kernel on TensorFlow."""
-    import tensorflow as tf
-
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
-
-
 def _columns(table, count):
     """The first `count` trailing-axis columns of a table (a static count:
     traced shapes may leave the axis unknown)."""
@@ -51,7 +45,7 @@ def _compiled_kernels():
         return (upstream * _horner(q, _columns(slope, sizes[0]))
                 + _horner(q, _columns(moments, sizes[1])))
 
-    return _xla(horner), _xla(input_gradient)
+    return xla_kernel(horner), xla_kernel(input_gradient)
 
 
 def _horner_kernel(q, table):
@@ -338,10 +332,6 @@ class SLAF(LearnableActivation):
             return coefficients
         return ops.sigmoid(ops.cast(self.gate_logit, dtype)) * coefficients
 
-    def _horner(self, x, terms):
-        """`sum_j terms[j] * x^j` by Horner's rule; `terms` broadcast to x."""
-        return _horner(x, terms)
-
     def _raw(self, x):
         ndim = len(x.shape)
         coefficients = ops.cast(self.coefficients, x.dtype)
@@ -355,7 +345,7 @@ class SLAF(LearnableActivation):
             self.broadcast(coefficients[..., j], ndim)
             for j in range(self.degree + 1)
         ]
-        return self._horner(x, terms)
+        return _horner(x, terms)
 
     def _inference(self, x):
         """Moving statistics folded into a Horner polynomial."""
@@ -368,11 +358,8 @@ class SLAF(LearnableActivation):
         constant = ops.cast(self.bias, dtype) - ops.sum(
             scale * ops.cast(self.moving_mean, dtype), axis=-1
         )
-        terms = [self._stat_broadcast(constant, ndim)] + [
-            self._stat_broadcast(scale[:, i], ndim)
-            for i in range(self.degree)
-        ]
-        return self._horner(x, terms)
+        table = ops.concatenate([constant[:, None], scale], axis=-1)
+        return _horner(x, self._table_terms(table, ndim))
 
     def _training(self, x):
         """Batch moments of the powers of `x / r`; updates moving stats."""
@@ -385,7 +372,7 @@ class SLAF(LearnableActivation):
         else:
             r, q, sums = self._power_sums(x)
             table, mean, variance = self._polynomial_table(sums, r, *params)
-            outputs = self._horner(q, self._table_terms(table, len(x.shape)))
+            outputs = _horner(q, self._table_terms(table, len(x.shape)))
         self._update_statistics(
             ops.stop_gradient(mean), ops.stop_gradient(variance))
         return outputs
