@@ -13,6 +13,7 @@ from keras import ops
 from keras_learnact.callbacks import PWLURealignment
 from keras_learnact.callbacks.pwlu_realignment import find_pwlu_layers
 from keras_learnact.layers.pwlu import PWLU
+from keras_learnact.layers.pwlu import segment_index
 
 from layer_contract import REPO_ROOT
 from layer_contract import LayerCase
@@ -135,6 +136,39 @@ def test_extreme_inputs_give_finite_outputs_and_nan_stays_nan():
     y = values(layer, x)
     assert np.all(np.isfinite(y[0, :5]))
     assert np.isnan(y[0, 5])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_segment_index_is_clipped_floor(dtype):
+    rng = np.random.default_rng(5)
+    top = 17
+    u = np.concatenate([
+        rng.uniform(-5.0, top + 5.0, size=2000),
+        np.arange(-3.0, top + 4.0),  # exact integers: floor is the value
+        np.arange(-3.0, top + 4.0) - 1e-3,
+        [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf],
+    ]).astype(dtype)
+    expected = np.clip(np.floor(u.astype("float64")), 0, top)
+    got = ops.convert_to_numpy(segment_index(ops.convert_to_tensor(u), top))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)
+    # Per-row offsets, as for a flattened per-channel table.
+    rows = (np.arange(4) * (top + 1)).astype(dtype)
+    grid = u[:2000].reshape(500, 4)
+    got = ops.convert_to_numpy(segment_index(
+        ops.convert_to_tensor(grid), top, ops.convert_to_tensor(rows)))
+    np.testing.assert_array_equal(
+        got, np.clip(np.floor(grid.astype("float64")), 0, top) + rows)
+    nan = ops.convert_to_tensor(np.full(3, np.nan, dtype))
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(segment_index(nan, top)), 0)
+
+
+def test_table_too_large_is_an_error_naming_the_sizes():
+    layer = PWLU(num_intervals=70_000)
+    with pytest.raises(ValueError, match=r"num_intervals=70000 on 128 "
+                       r"channels needs 8960256 table entries.*2\^23"):
+        layer.build((None, 128))
 
 
 # -- gradients --

@@ -19,6 +19,94 @@ MIN_WIDTH = 1e-4
 RELU_INVERSE_STEP = 2.0**126
 
 
+# A float32 holding an integer `0 <= v < 2^23`, plus 2^23, has `v` in its
+# mantissa bits: viewed as int32 it is `v + MAGIC_BITS`.
+MAGIC = 2.0**23
+MAGIC_BITS = 0x4B000000
+
+
+def segment_index(u, top, row_starts=None):
+    """`floor(u)` clipped to `[0, top]`, plus `row_starts`, as int32.
+
+    Any `u` gives a valid index: `-inf` and NaN give 0, `+inf` gives `top`
+    (the lookup's output for a NaN input is then NaN, not an error).
+
+    On the XLA backends (TensorFlow's fused kernels, JAX) in float32 the
+    index is kept in floating point and its integer read from the bits of
+    `v + 2^23` rather than with a cast: XLA compiles a float-to-int cast
+    with saturation checks, and every integer operation adds to a loop that
+    the table lookup already keeps from being vectorised (measured on a
+    2-core CPU, 128x32x32x32 input: a forward kernel of 10.7 ms with the
+    cast and integer clipping, 8.2 ms with this).
+
+    Args:
+        u: a float tensor.
+        top: the largest index before `row_starts`, a Python int.
+        row_starts: an optional float tensor of whole numbers that
+            broadcasts with `u`, added to the index (the row of a flattened
+            per-channel table); the total must stay below 2^23.
+
+    Returns:
+        An int32 tensor shaped like `u`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> u = ops.convert_to_tensor([-2.0, 0.5, 2.99, 7.0, float("inf")])
+    >>> ops.convert_to_numpy(segment_index(u, 5)).tolist()
+    [0, 0, 2, 5, 5]
+    >>> nan = ops.convert_to_tensor([float("nan")])
+    >>> ops.convert_to_numpy(segment_index(nan, 5)).tolist()
+    [0]
+    """
+    # `u > 0` is False for NaN; the floor of a clipped value is exact.
+    v = ops.floor(ops.minimum(ops.where(u > 0, u, 0.0), float(top)))
+    if row_starts is not None:
+        v = v + row_starts
+    v = ops.stop_gradient(v)
+    backend = keras.backend.backend()
+    if keras.backend.standardize_dtype(v.dtype) != "float32":
+        return ops.cast(v, "int32")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.bitcast(v + MAGIC, tf.int32) - MAGIC_BITS
+    if backend == "jax":
+        import jax
+
+        return jax.lax.bitcast_convert_type(v + MAGIC, "int32") - MAGIC_BITS
+    return ops.cast(v, "int32")  # no XLA: the cast is as fast
+
+
+def take(table, index):
+    """`table[index]` for a 1-D `table` and valid int32 indices.
+
+    Keras's `ops.take` accepts negative indices, which costs a compare and
+    a select per element inside TensorFlow's fused lookup; `segment_index`
+    never makes one, so TensorFlow gathers directly.
+
+    Args:
+        table: a 1-D tensor.
+        index: an int32 tensor of indices in `[0, len(table))`.
+
+    Returns:
+        A tensor shaped like `index`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> table = ops.convert_to_tensor([10.0, 20.0, 30.0])
+    >>> index = ops.convert_to_tensor([2, 0])
+    >>> ops.convert_to_numpy(take(table, index)).tolist()
+    [30.0, 10.0]
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(table, index)
+    return ops.take(table, index)
+
+
 @keras.saving.register_keras_serializable(package="keras_learnact")
 class PWLU(LearnableActivation):
     """Piecewise Linear Unit: a learned piecewise-linear function.
@@ -160,6 +248,13 @@ class PWLU(LearnableActivation):
     def build(self, input_shape):
         super().build(input_shape)
         n = self.num_intervals
+        if self.channels * (n + 2) >= MAGIC:
+            raise ValueError(
+                f"PWLU with num_intervals={n} on {self.channels} channels "
+                f"needs {self.channels * (n + 2)} table entries; allowed: "
+                f"fewer than 2^23 = {int(MAGIC)} (channels * "
+                "(num_intervals + 2))."
+            )
         left, right = self.initial_bounds
         grid = left + (right - left) * np.arange(n + 1) / n
 
@@ -194,14 +289,23 @@ class PWLU(LearnableActivation):
         self._relu_slopes = relu_slopes
         # Where each channel's row starts in the flattened tables.
         starts = np.arange(self.channels) * (n + 2)
-        self._row_starts = starts.astype("int32").reshape(self.param_shape())
+        self._row_starts = starts.astype("float32").reshape(self.param_shape())
 
     # -- the function --------------------------------------------------------
 
-    def _tables(self, dtype):
+    def _weights(self, dtype):
+        """The weights that define the function, as tensors of `dtype`."""
+        return [
+            ops.cast(w.value, dtype) for w in (
+                self.left_bound, self.right_bound, self.heights,
+                self.left_slope, self.right_slope, self.realigned,
+            )
+        ]
+
+    def _tables(self, left, right, heights, kl, kr, realigned):
         """The lookup of the function: start, `1 / d`, slopes, offsets.
 
-        The segment index is `trunc(clip((x - start) / d, 0, N + 1))`, where
+        The segment index is `floor(clip((x - start) / d, 0, N + 1))`, where
         `start = BL - d`, so index 0 is the left tail, `1..N` the intervals
         and `N + 1` the right tail; the function is
         `x * slopes[index] + offsets[index]`. In phase I these describe
@@ -210,11 +314,8 @@ class PWLU(LearnableActivation):
         the tables.
         """
         n = self.num_intervals
-        left = ops.cast(self.left_bound.value, dtype)
-        right = ops.cast(self.right_bound.value, dtype)
-        heights = ops.cast(self.heights.value, dtype)
-        kl = ops.cast(self.left_slope.value, dtype)[..., None]
-        kr = ops.cast(self.right_slope.value, dtype)[..., None]
+        dtype = keras.backend.standardize_dtype(left.dtype)
+        kl, kr = kl[..., None], kr[..., None]
         # max(BR - BL, MIN_WIDTH), written so that no backend promotes a
         # float64 layer's tensors to float32.
         width = ops.relu(right - left - MIN_WIDTH) + MIN_WIDTH
@@ -228,7 +329,7 @@ class PWLU(LearnableActivation):
             heights[..., :-1] - knots * inner_slopes,
             heights[..., -1:] - (left + width)[..., None] * kr,
         ], axis=-1)
-        on = ops.cast(self.realigned.value, dtype) > 0.5
+        on = realigned > 0.5
         # Typed constants: a Python float here would drop float64 to
         # float32 on some backends.
         start = ops.where(on, left - step, ops.zeros_like(left))
@@ -246,7 +347,11 @@ class PWLU(LearnableActivation):
             self._update_statistics(x)
         if not hasattr(self, "_fused_lookup"):
             self._fused_lookup = fuse(self._lookup, xla_gradients=True)
-        outputs = self._fused_lookup(x, *self._tables(dtype))
+        # The tables stay outside the fused kernel: inside it, XLA fuses
+        # their arithmetic into the per-element loop (measured: predict
+        # 1.2-1.4x -> 2x ReLU).
+        tables = self._tables(*self._weights(dtype))
+        outputs = self._fused_lookup(x, *tables)
         return ops.cast(outputs, inputs.dtype)
 
     def _lookup(self, x, start, inverse_step, slopes, offsets):
@@ -255,18 +360,14 @@ class PWLU(LearnableActivation):
         u = (x - self.broadcast(start, ndim)) * self.broadcast(
             inverse_step, ndim
         )
-        # The upper clip keeps huge values from overflowing the cast; the
-        # lower one, on integers, also sends a NaN input (whose cast is
-        # undefined) to a valid index, so the output is NaN, not an error.
-        index = ops.maximum(
-            ops.cast(ops.minimum(u, self.num_intervals + 1.0), "int32"), 0
-        )
+        row_starts = None
         if self.granularity == "channel":
-            index = index + self.broadcast(
-                ops.convert_to_tensor(self._row_starts), ndim
+            row_starts = self.broadcast(
+                ops.convert_to_tensor(self._row_starts, x.dtype), ndim
             )
-        slopes = ops.take(ops.reshape(slopes, (-1,)), index)
-        offsets = ops.take(ops.reshape(offsets, (-1,)), index)
+        index = segment_index(u, self.num_intervals + 1, row_starts)
+        slopes = take(ops.reshape(slopes, (-1,)), index)
+        offsets = take(ops.reshape(offsets, (-1,)), index)
         return x * slopes + offsets
 
     # -- phase I statistics --------------------------------------------------
