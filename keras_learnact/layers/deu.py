@@ -315,9 +315,9 @@ class DEU(LearnableActivation):
     a, b, c, c1, c2
 
     Reference:
-        Rezaei, Ghasemi, Ganjtabesh, Yazdanbakhsh, "Differential Equation
+        Torkamani, Shankar, Rooshenas, Wallis, "Differential Equation
         Units: Learning Functional Forms of Activation Functions from Data",
-        AAAI 2020, arXiv:1909.03033.
+        AAAI 2020, arXiv:1909.03069.
     """
 
     def __init__(self, granularity="channel", axis=-1, epsilon=0.01,
