@@ -346,10 +346,12 @@ class DEU(LearnableActivation):
 
     def build(self, input_shape):
         super().build(input_shape)
-        uniform = keras.initializers.RandomUniform(0.0, 1.0)
         for name in ("a", "b", "c"):
+            # One initializer each: a seeded instance repeats its values,
+            # and a = b = c would make every unit underdamped (D = -3a^2).
             setattr(self, name, self.add_weight(
-                name=name, shape=self.param_shape(), initializer=uniform))
+                name=name, shape=self.param_shape(),
+                initializer=keras.initializers.RandomUniform(0.0, 1.0)))
         for name in ("c1", "c2"):
             setattr(self, name, self.add_weight(
                 name=name, shape=self.param_shape(), initializer="zeros"))
