@@ -409,8 +409,13 @@ class TestDEUContract(LayerContract):
         LayerCase("deu-dense", DEU, {}, (6,), trainable=5, training_seed=1),
         LayerCase("deu-conv", DEU, {"granularity": "channel"}, (5, 5, 3),
                   trainable=5),
+        # The step response is 1/c minus exponentials of about the same size,
+        # so float32 rounds y to the ulp of 1/c: the seed draws c = 0.039 on
+        # JAX (terms near 26, ulp 1.9e-6), and XLA's fused kernel and the
+        # eager ops round differently. With c >= eps = 0.01 the terms stay
+        # below 100, ulp 7.6e-6.
         LayerCase("deu-layer", DEU, {"granularity": "layer"}, (4, 4, 2),
-                  trainable=5),
+                  trainable=5, agreement_atol=3e-5),
         LayerCase("deu-reference-critical", DEU,
                   {"critical_damping": "reference", "epsilon": 0.02},
                   (6,), trainable=5),
