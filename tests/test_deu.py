@@ -317,6 +317,28 @@ def test_gradients_match_finite_differences(granularity):
     grad_check(layer, x, rtol=1e-5, atol=1e-6)
 
 
+ONE_PER_CASE = {  # (a, b, c) inside each case
+    "identity": (0.0, 0.0, 0.0), "step": (0.0, 0.0, 0.7),
+    "b": (0.0, 0.5, 0.0), "bc": (0.0, 0.8, 0.6), "a": (0.5, 0.0, 0.0),
+    "oscillator": (0.5, 0.0, 2.0), "hyperbolic": (0.5, 0.0, -2.0),
+    "ab": (0.5, 0.7, 0.0), "critical": (0.25, 1.0, 1.004),
+    "underdamped": (0.5, 0.3, 0.8), "overdamped": (0.3, 1.5, 0.4),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_zero_c1_c2_still_get_gradients_in_every_case(name):
+    # c1 = c2 = 0 at initialisation: the terms they weight are 0 but live,
+    # so skipping unused terms must not skip theirs (a layer whose every
+    # unit is in one case, so no other unit makes those terms live).
+    abc = ONE_PER_CASE[name]
+    assert np_case(*np.array(abc, "float64")) == name
+    layer = layer_with(np.array([[*abc, 0.0, 0.0]] * 2), dtype="float64",
+                       surrogate_gradient=False)
+    grad_check(layer, X_GRAD.repeat(2, 1), rtol=1e-5, atol=1e-6,
+               training=True)
+
+
 def test_degenerate_gradients_match_without_surrogate():
     layer = layer_with(DEGENERATE[[0, 1, 3, 4]], dtype="float64",
                        surrogate_gradient=False)

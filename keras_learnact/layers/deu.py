@@ -48,7 +48,11 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
             snapped to `sign * |b| / 2`, so that the rate is `+-1`).
 
     Returns:
-        A dict from the names in `COEFFICIENTS` to tensors shaped like `a`.
+        A dict from the names in `COEFFICIENTS` to tensors shaped like `a`,
+        plus `"live"`: a dict from the same names to scalar booleans, true
+        where the case of at least one unit uses that coefficient. A live
+        coefficient can be 0 (`c1` and `c2` start at 0) and still needs its
+        gradient; `deu_evaluate` skips only the terms that are not live.
 
     Examples:
 
@@ -69,10 +73,13 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     )
     both = ops.logical_and
     out = {name: zero for name in COEFFICIENTS}
+    live = {name: ops.convert_to_tensor(False) for name in COEFFICIENTS}
 
     def add(mask, **values):
+        occupied = ops.any(mask)
         for name, value in values.items():
             out[name] = out[name] + ops.where(mask, value, zero)
+            live[name] = ops.logical_or(live[name], occupied)
 
     def safe(mask, x, value):
         return ops.where(mask, x, value * one)
@@ -133,6 +140,7 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     add(m, r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
         MCP=c2, G2P=c1, K0Q=1.0 / cs, MCQ=-(bs + s) / (2.0 * s * cs),
         G2Q=-(s - bs) / (2.0 * s * cs))
+    out["live"] = live
     return out
 
 
@@ -145,9 +153,14 @@ def _capped_exp(z, cap):
 def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
     """Evaluates the common form at `t` for coefficients `k`.
 
+    A term whose coefficients no unit's case uses is skipped (by
+    `ops.cond`), which saves its passes over `t` forward and backward: a
+    layer of damped oscillators, say, never evaluates `K1 t` or `K2 t^2`.
+
     Args:
         t: the input tensor.
-        k: a dict from `deu_coefficients`.
+        k: a dict from `deu_coefficients`. Without its `"live"` entry
+            every term is evaluated.
         exponent_cap: the cap of every exponent.
         expand: a function lining a per-unit coefficient up with `t`
             (default: none, the coefficients already broadcast).
@@ -163,29 +176,41 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
     2.5
     """
     expand = expand or (lambda x: x)
+    live = k.get("live")
     positive = t > 0
-
     step = ops.cast(positive, t.dtype)
 
     def pick(name):
         return expand(k[name + "P"]) + step * expand(k[name + "Q"])
 
-    def used(*names):
-        return ops.any(ops.stack([ops.any(k[n] != 0) for n in names]))
+    def plus(y, names, term):
+        """`y + term()` where a unit uses one of `names`, else `y`."""
+        if live is None:
+            return y + term()
+        flag = ops.any(ops.stack([live[n] for n in names]))
+        return ops.cond(flag, lambda: y + term(), lambda: y)
 
-    g1 = _capped_exp(expand(k["r1"]) * t, exponent_cap)
-    g2 = _capped_exp(expand(k["r2"]) * t, exponent_cap)
-    angle = expand(k["w"]) * t
-    inner = pick("MC") * ops.cos(angle) + pick("MS") * ops.sin(angle)
-    inner = ops.cond(used("M1P", "M1Q"),
-                     lambda: inner + pick("M1") * t, lambda: inner)
-    y = pick("K0") + pick("K1") * t + g1 * inner + pick("G2") * g2
-    y = ops.cond(
-        used("K2"),
-        lambda: y + ops.where(positive, expand(k["K2"]), 0.0) * t * t,
-        lambda: y)
-    return ops.cond(used("S"), lambda: y + expand(k["S"]) / (1.0 + g2),
-                    lambda: y)
+    def g2():
+        return _capped_exp(expand(k["r2"]) * t, exponent_cap)
+
+    def oscillation():
+        angle = expand(k["w"]) * t
+        return pick("MC") * ops.cos(angle) + pick("MS") * ops.sin(angle)
+
+    # Where no unit oscillates (w = 0), cos(w t) = 1 and sin(w t) = 0.
+    if live is None:
+        inner = oscillation()
+    else:
+        inner = ops.cond(live["w"], oscillation, lambda: pick("MC"))
+    inner = plus(inner, ("M1P", "M1Q"), lambda: pick("M1") * t)
+    y = _capped_exp(expand(k["r1"]) * t, exponent_cap) * inner
+    y = plus(y, ("K0P",), lambda: expand(k["K0P"]))
+    y = plus(y, ("K0Q",), lambda: step * expand(k["K0Q"]))
+    y = plus(y, ("K1P", "K1Q"), lambda: pick("K1") * t)
+    y = plus(y, ("K2",),
+             lambda: ops.where(positive, expand(k["K2"]), 0.0) * t * t)
+    y = plus(y, ("G2P", "G2Q"), lambda: pick("G2") * g2())
+    return plus(y, ("S",), lambda: expand(k["S"]) / (1.0 + g2()))
 
 
 def deu_value_and_slope(t, k, exponent_cap=14.0):
@@ -418,7 +443,7 @@ class DEU(LearnableActivation):
         t0 = ops.mean(t_sg, axis=axes)
         # Refit c1, c2 of the neighbour: value and slope at t0 match.
         value, slope = deu_value_and_slope(
-            t0, {n: sg(x) for n, x in k.items()}, self.exponent_cap)
+            t0, {n: sg(k[n]) for n in COEFFICIENTS}, self.exponent_cap)
         near = [sg(x) for x in moved]
         zero, one = ops.zeros_like(a), ops.ones_like(a)
         basis = [deu_value_and_slope(
