@@ -51,7 +51,7 @@ class NaiveDEU(DEU):
         t = ops.cast(inputs, "float32")
         ndim = len(t.shape)
         a, b, c, c1, c2 = (self.broadcast(p, ndim)
-                           for p in self._parameters())
+                           for p in self._ode_parameters())
         eps, cap = self.epsilon, self.exponent_cap
         one = ops.ones_like(a)
         step = ops.cast(t > 0, "float32")

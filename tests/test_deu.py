@@ -1,5 +1,8 @@
 """DEU: every case against NumPy, the ODEs, stability, gradients, contract."""
 
+import importlib.util
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from keras import ops
 
 from keras_learnact.layers.deu import DEU
 
+from layer_contract import REPO_ROOT
 from layer_contract import LayerCase
 from layer_contract import LayerContract
 from numeric import analytic_gradients
@@ -416,6 +420,29 @@ def test_rejects_bad_arguments(kwargs, fragment):
 def test_error_lists_critical_damping_options():
     with pytest.raises(ValueError, match="'exact', 'reference'"):
         DEU(critical_damping="true")
+
+
+# -- the benchmark's yardstick --
+
+def test_benchmark_naive_deu_computes_the_same_function():
+    # benchmarks/deu_benchmark.py times DEU against NaiveDEU, which
+    # evaluates all eleven closed forms for every element: a fair yardstick
+    # only while it runs and computes the same function.
+    path = os.path.join(REPO_ROOT, "benchmarks", "deu_benchmark.py")
+    spec = importlib.util.spec_from_file_location("deu_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = all_parameters()
+    naive = module.NaiveDEU()
+    naive.build((None, len(params)))
+    for i, name in enumerate(("a", "b", "c", "c1", "c2")):
+        getattr(naive, name).assign(params[:, i])
+    x = np.repeat(GRID[:, None], len(params), 1)
+    expected = ops.convert_to_numpy(layer_with(params)(x, training=False))
+    got = ops.convert_to_numpy(naive(x))
+    # Both sum terms of size up to 1/|c| (<= 100 where c counts), so they
+    # agree to float32 rounding at that scale.
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
 # -- the shared contract --
