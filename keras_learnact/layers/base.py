@@ -25,6 +25,43 @@ from keras import ops
 GRANULARITIES = ("layer", "channel")
 
 
+def cond(pred, true_fn, false_fn):
+    """`ops.cond(pred, true_fn, false_fn)`, run as a Python `if` when `pred`
+    has a value.
+
+    Inside a compiled function (a TensorFlow graph, JAX `jit`) this is
+    `ops.cond`. Outside one, JAX's `lax.cond` traces and compiles both
+    branches again on every call, because the branch closures are new
+    each time (measured: 60 ms for a two-line branch on a 2-core CPU, so a
+    model run eagerly on JAX took seconds per batch); a concrete `pred`
+    instead picks its branch in Python, as TensorFlow's eager `cond` and
+    PyTorch's already do.
+
+    Args:
+        pred: a scalar boolean tensor.
+        true_fn: a function of no arguments, called when `pred` is true.
+        false_fn: a function of no arguments with the same output
+            structure, called otherwise.
+
+    Returns:
+        The chosen function's output.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> x = ops.convert_to_tensor([1.0, -2.0])
+    >>> y = cond(ops.all(x > 0), lambda: x, lambda: -x)
+    >>> ops.convert_to_numpy(y).tolist()
+    [-1.0, 2.0]
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not isinstance(pred, jax.core.Tracer):
+            return true_fn() if bool(pred) else false_fn()
+    return ops.cond(pred, true_fn, false_fn)
+
+
 def check_choice(name, value, allowed):
     """Returns `value` if it is one of `allowed`, else raises `ValueError`.
 

@@ -6,6 +6,7 @@ from keras import ops
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 from keras_learnact.layers.base import check_number
+from keras_learnact.layers.base import cond
 
 CRITICAL_DAMPING = ("exact", "reference")
 # The surrogate gradient is estimated on this many examples of each batch.
@@ -188,7 +189,7 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
         if live is None:
             return y + term()
         flag = ops.any(ops.stack([live[n] for n in names]))
-        return ops.cond(flag, lambda: y + term(), lambda: y)
+        return cond(flag, lambda: y + term(), lambda: y)
 
     def g2():
         return _capped_exp(expand(k["r2"]) * t, exponent_cap)
@@ -201,7 +202,7 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
     if live is None:
         inner = oscillation()
     else:
-        inner = ops.cond(live["w"], oscillation, lambda: pick("MC"))
+        inner = cond(live["w"], oscillation, lambda: pick("MC"))
     inner = plus(inner, ("M1P", "M1Q"), lambda: pick("M1") * t)
     y = _capped_exp(expand(k["r1"]) * t, exponent_cap) * inner
     y = plus(y, ("K0P",), lambda: expand(k["K0P"]))
@@ -413,7 +414,7 @@ class DEU(LearnableActivation):
             small = [ops.abs(x) < self.epsilon for x in params[:3]]
             degenerate = ops.logical_or(
                 small[0], ops.logical_or(small[1], small[2]))
-            y = ops.cond(
+            y = cond(
                 ops.any(degenerate),
                 lambda: self._with_surrogate(
                     y, t, params, k, small, degenerate, expand),
