@@ -303,7 +303,13 @@ def _trainable_snapshot(layer):
             for w in layer.trainable_weights}
 
 
-def test_compiled_fit_two_phases_with_callback():
+# TensorFlow compiles `fit` without XLA on a CPU unless asked; JAX always
+# compiles with XLA, and PyTorch's `jit_compile=True` is another compiler.
+JIT_MODES = [False, True] if BACKEND == "tensorflow" else ["auto"]
+
+
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+def test_compiled_fit_two_phases_with_callback(jit_compile):
     rng = np.random.default_rng(10)
     x = (rng.normal(size=(128, 4)) * [1.0, 2.0, 0.5, 1.5] + [0.5, -1, 2, 0])
     x = x.astype("float32")
@@ -312,7 +318,8 @@ def test_compiled_fit_two_phases_with_callback():
     pwlu = PWLU(num_intervals=8)
     outputs = keras.layers.Dense(1)(pwlu(inputs))
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
+                  jit_compile=jit_compile)
     initial = _trainable_snapshot(pwlu)
     snapshots = []
     recorder = keras.callbacks.LambdaCallback(
@@ -338,6 +345,30 @@ def test_compiled_fit_two_phases_with_callback():
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(pwlu.moving_std), x.std(0), rtol=0.2
+    )
+
+
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+@pytest.mark.parametrize("start_realigned", [False, True])
+def test_compiled_predict_agrees_with_numpy_in_both_phases(
+        jit_compile, start_realigned):
+    # The phase is a `cond` on a weight; under XLA its branches' tables
+    # are computed once, outside the per-element loop.
+    layer = PWLU(num_intervals=6, start_realigned=start_realigned)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(jit_compile=jit_compile)
+    params = random_parameters(layer, seed=4)
+    x = np.random.default_rng(5).normal(size=(64, 3)).astype("float32") * 4
+    if start_realigned:
+        expected = np.stack(
+            [np_pwlu(x[:, c], *params[c]) for c in range(3)], axis=1
+        )
+    else:  # phase I is ReLU whatever the parameters
+        layer.realigned.assign(0.0)
+        expected = np.maximum(x, 0.0)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5
     )
 
 

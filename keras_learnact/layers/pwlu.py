@@ -7,6 +7,7 @@ from keras import ops
 from keras_learnact.layers._fused import fuse
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_number
+from keras_learnact.layers.base import cond
 
 # The smallest range width `BR - BL` used in the evaluation. A learned or
 # realigned range that is narrower (a constant channel gives sigma = 0), or
@@ -82,8 +83,10 @@ def take(table, index):
     """`table[index]` for a 1-D `table` and valid int32 indices.
 
     Keras's `ops.take` accepts negative indices, which costs a compare and
-    a select per element inside TensorFlow's fused lookup; `segment_index`
-    never makes one, so TensorFlow gathers directly.
+    a select per element inside TensorFlow's fused lookup, and on JAX it
+    also fills out-of-range reads with NaN (two more compares and a
+    select); `segment_index` never makes such an index, so TensorFlow and
+    JAX gather directly.
 
     Args:
         table: a 1-D tensor.
@@ -104,6 +107,10 @@ def take(table, index):
         import tensorflow as tf
 
         return tf.gather(table, index)
+    if keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.take(table, index, mode="clip")
     return ops.take(table, index)
 
 
@@ -312,33 +319,44 @@ class PWLU(LearnableActivation):
         exact ReLU: `start = 0`, a huge `1 / d` and slope 0 only at index 0.
         Shapes: `param_shape()` for the first two, `param_shape(N + 2)` for
         the tables.
+
+        The phase is chosen with `ops.cond`, not `ops.where`: XLA (JAX, and
+        TensorFlow with `jit_compile=True`) keeps a conditional's outputs as
+        buffers, where it would otherwise fuse the tables' arithmetic into
+        the per-element lookup loop and redo it for every element (measured
+        on a 2-core CPU, JAX, 128x32x32x32: 16.6 ms -> 7.9 ms).
         """
         n = self.num_intervals
         dtype = keras.backend.standardize_dtype(left.dtype)
-        kl, kr = kl[..., None], kr[..., None]
-        # max(BR - BL, MIN_WIDTH), written so that no backend promotes a
-        # float64 layer's tensors to float32.
-        width = ops.relu(right - left - MIN_WIDTH) + MIN_WIDTH
-        step = width / n
-        rise = heights[..., 1:] - heights[..., :-1]
-        inner_slopes = rise / step[..., None]
-        knots = left[..., None] + step[..., None] * ops.arange(n, dtype=dtype)
-        slopes = ops.concatenate([kl, inner_slopes, kr], axis=-1)
-        offsets = ops.concatenate([
-            heights[..., :1] - left[..., None] * kl,
-            heights[..., :-1] - knots * inner_slopes,
-            heights[..., -1:] - (left + width)[..., None] * kr,
-        ], axis=-1)
-        on = realigned > 0.5
-        # Typed constants: a Python float here would drop float64 to
-        # float32 on some backends.
-        start = ops.where(on, left - step, ops.zeros_like(left))
-        inverse_step = ops.where(
-            on, 1.0 / step, ops.full_like(step, RELU_INVERSE_STEP)
-        )
-        slopes = ops.where(on, slopes, ops.cast(self._relu_slopes, dtype))
-        offsets = ops.where(on, offsets, ops.zeros_like(offsets))
-        return start, inverse_step, slopes, offsets
+
+        def learned():
+            kl_, kr_ = kl[..., None], kr[..., None]
+            # max(BR - BL, MIN_WIDTH), written so that no backend promotes
+            # a float64 layer's tensors to float32.
+            width = ops.relu(right - left - MIN_WIDTH) + MIN_WIDTH
+            step = width / n
+            rise = heights[..., 1:] - heights[..., :-1]
+            inner_slopes = rise / step[..., None]
+            knots = left[..., None] + step[..., None] * ops.arange(
+                n, dtype=dtype
+            )
+            slopes = ops.concatenate([kl_, inner_slopes, kr_], axis=-1)
+            offsets = ops.concatenate([
+                heights[..., :1] - left[..., None] * kl_,
+                heights[..., :-1] - knots * inner_slopes,
+                heights[..., -1:] - (left + width)[..., None] * kr_,
+            ], axis=-1)
+            return left - step, 1.0 / step, slopes, offsets
+
+        def relu():
+            # Typed constants: a Python float here would drop float64 to
+            # float32 on some backends.
+            zeros = ops.zeros_like(left)
+            slopes = zeros[..., None] + ops.cast(self._relu_slopes, dtype)
+            return (zeros, ops.full_like(left, RELU_INVERSE_STEP), slopes,
+                    ops.zeros_like(slopes))
+
+        return cond(realigned > 0.5, learned, relu)
 
     def call(self, inputs, training=None):
         dtype = self.variable_dtype
@@ -419,7 +437,7 @@ class PWLU(LearnableActivation):
             mean = ops.where(on, old_mean, mean)
             std = ops.where(on, old_std, std)
         else:
-            mean, std = ops.cond(on, lambda: (old_mean, old_std), collect)
+            mean, std = cond(on, lambda: (old_mean, old_std), collect)
         self.moving_mean.assign(mean)
         self.moving_std.assign(std)
 
