@@ -32,6 +32,30 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_learnact as kla  # noqa: E402
+from keras_learnact.layers._fused import fuse  # noqa: E402
+
+
+class ReluPass(keras.layers.Layer):
+    """ReLU as its own fused kernel: a yardstick, not a package layer.
+
+    In `predict`, TensorFlow fuses a plain ReLU into the convolution before
+    it, so it costs nothing there; any activation it does not fuse pays at
+    least this one pass over memory (`_fused.fuse` of `relu`, the same
+    machinery as PWLU's lookup).
+
+    Args:
+        **kwargs: base layer keyword arguments.
+
+    Example:
+
+        python benchmarks/activation_benchmark.py --variants relu relu-pass
+    """
+
+    def call(self, inputs):
+        if not hasattr(self, "_relu"):
+            self._relu = fuse(keras.ops.relu)
+        return self._relu(inputs)
+
 
 # name -> factory of a fresh activation layer. Families add their entries.
 VARIANTS = {
@@ -50,6 +74,7 @@ VARIANTS = {
                                        start_realigned=True),
     "pwlu-64": lambda: kla.layers.PWLU(num_intervals=64,
                                        start_realigned=True),
+    "relu-pass": ReluPass,
 }
 
 
