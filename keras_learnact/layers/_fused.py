@@ -20,6 +20,8 @@ and on PyTorch `fn` runs as written: for both `fuse` returns `fn` unchanged.
 The result is numerically the same function with the same gradients.
 """
 
+import functools
+
 import keras
 
 
@@ -80,7 +82,14 @@ def xla_kernel(fn):
     """
     import tensorflow as tf
 
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+    # TensorFlow counts eager tracing per code object, so the kernels of
+    # several layers of one class (one method, one code object), each
+    # traced once, would add up to a false "triggered tf.function
+    # retracing" warning. A partial has no code object of its own, so each
+    # kernel is counted alone and real retracing still warns.
+    return tf.function(
+        functools.partial(fn), jit_compile=True, reduce_retracing=True
+    )
 
 
 def _fuse_tensorflow(fn, xla_gradients):
