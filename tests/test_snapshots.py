@@ -87,7 +87,7 @@ class Recorder(keras.callbacks.Callback):
         self.curves[epoch] = {a.name: a.curve(GRID) for a in layers}
         self.params[epoch] = {a.name: a.parameter_values() for a in layers}
         taps = keras.Model(self.model.inputs, [a.input for a in layers])
-        values = taps(self.probe, training=False)
+        values = taps([self.probe], training=False)
         self.inputs[epoch] = {
             a.name: keras.ops.convert_to_numpy(v).ravel()
             for a, v in zip(layers, values, strict=True)
