@@ -191,6 +191,28 @@ def test_gradients_match_finite_differences(granularity):
     assert_gradients_match(layer, x)
 
 
+def test_float32_gradients_agree_with_float64():
+    # A 4-D float32 input takes the fast path (on TensorFlow, hand-written
+    # XLA kernels reading the index from float bits); float64 takes plain
+    # casts. Both must give the same gradients.
+    from numeric import analytic_gradients
+
+    grads = {}
+    for dtype in ("float32", "float64"):
+        layer = PWLU(num_intervals=16, dtype=dtype)
+        layer.build((None, 3, 3, 4))
+        random_parameters(layer, seed=8)
+        x = np.random.default_rng(9).normal(size=(2, 3, 3, 4)) * 2.0
+        grads[dtype] = analytic_gradients(layer, x.astype(dtype))
+    assert grads["float32"].keys() == grads["float64"].keys()
+    for name, exact in grads["float64"].items():
+        scale = np.max(np.abs(exact))
+        assert scale > 0, name
+        np.testing.assert_allclose(grads["float32"][name], exact,
+                                   rtol=1e-4, atol=1e-5 * scale,
+                                   err_msg=name)
+
+
 def test_every_parameter_gets_a_gradient_in_phase_two_only():
     layer = PWLU(num_intervals=4, granularity="layer", dtype="float64")
     layer.build((None, 8))

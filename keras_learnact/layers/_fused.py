@@ -8,12 +8,11 @@ keeps the mathematics in `keras.ops` and changes only how TensorFlow runs it:
 - forward: `fn(x, *params)` compiled by XLA into one fused kernel, which
   reads `x` and writes `y` and keeps no intermediate for the backward pass;
 - backward: the input gradient recomputed from `x` by a second fused XLA
-  kernel. The parameter gradients come either from TensorFlow's ordinary
-  autodiff of `fn`, where graph pruning keeps only what they need (the
-  default; best where they need transcendental functions that XLA's CPU
-  code evaluates slowly), or, with `xla_gradients=True`, from the same XLA
-  kernel as the input gradient (best where they are reductions of cheap
-  products, as in a polynomial or a table lookup).
+  kernel, and the parameter gradients from TensorFlow's ordinary autodiff
+  of `fn`, where graph pruning keeps only what they need (best where they
+  need transcendental functions that XLA's CPU code evaluates slowly, as
+  in ABU); or a hand-written `gradient` (PWLU: XLA's derivative of a
+  gather keeps temporaries too large to reuse).
 
 On JAX the train step is already compiled by XLA, which fuses the same way,
 and on PyTorch `fn` runs as written: for both `fuse` returns `fn` unchanged.
@@ -25,15 +24,17 @@ import functools
 import keras
 
 
-def fuse(fn, xla_gradients=False):
+def fuse(fn, gradient=None):
     """Returns `fn` fused as described in the module docstring.
 
     Args:
         fn: a function `fn(x, *params) -> y` written with `keras.ops`,
             elementwise in `x` (`y` has the shape of `x`), whose `params`
             are tensors (read variables, not variables).
-        xla_gradients: compute the parameter gradients in the XLA kernel
-            of the input gradient, instead of with TensorFlow's autodiff.
+        gradient: an optional hand-written backward pass,
+            `gradient(upstream, x, *params) -> (dx, *dparams)`, used on
+            TensorFlow instead of the XLA input gradient and autodiff; it
+            runs as written, so it compiles its own kernels (`xla_kernel`).
 
     Returns:
         A function with the signature and gradients of `fn`.
@@ -54,7 +55,7 @@ def fuse(fn, xla_gradients=False):
         # sizes between calls, and a rank must stay known for `fn`.
         rank = len(x.shape)
         if rank not in by_rank:
-            by_rank[rank] = _fuse_tensorflow(fn, xla_gradients)
+            by_rank[rank] = _fuse_tensorflow(fn, gradient)
         return by_rank[rank](x, *params)
 
     return call
@@ -92,37 +93,33 @@ def xla_kernel(fn):
     )
 
 
-def _fuse_tensorflow(fn, xla_gradients):
+def _fuse_tensorflow(fn, custom_gradient):
     import tensorflow as tf
 
-    forward = xla_kernel(fn)
-
-    def gradients(upstream, x, *params):
-        sources = [x, *params] if xla_gradients else [x]
+    def vjp(upstream, sources, fn_of_sources):
         with tf.GradientTape() as tape:
             tape.watch(sources)
-            y = fn(x, *params)
+            y = fn_of_sources()
         return tape.gradient(
             y, sources, output_gradients=upstream,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
 
-    backward = xla_kernel(gradients)
+    forward = xla_kernel(fn)
+    input_gradient = xla_kernel(
+        lambda upstream, x, *params: vjp(upstream, [x],
+                                         lambda: fn(x, *params))[0]
+    )
 
     @tf.custom_gradient
     def fused(x, *params):
         def gradient(upstream):
-            grads = backward(upstream, x, *params)
-            if xla_gradients or not params:
-                return tuple(grads)
-            with tf.GradientTape() as tape:
-                tape.watch(params)
-                y = fn(x, *params)
-            param_grads = tape.gradient(
-                y, params, output_gradients=upstream,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            return (grads[0], *param_grads)
+            if custom_gradient is not None:
+                return tuple(custom_gradient(upstream, x, *params))
+            dx = input_gradient(upstream, x, *params)
+            if not params:
+                return dx
+            return (dx, *vjp(upstream, list(params), lambda: fn(x, *params)))
 
         return forward(x, *params), gradient
 
