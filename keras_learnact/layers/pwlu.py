@@ -417,7 +417,7 @@ class PWLU(LearnableActivation):
         temporaries (the index, `upstream * x` and a copy of `upstream`)
         into one 48 MB scratch buffer for a 128x32x32x32 input: above
         glibc's 32 MB limit for reusing freed memory, so every step mapped
-        fresh pages (12 288 page faults, about 20 of its 34 ms). Here the
+        fresh pages (12 288 page faults, about 20 of its 35 ms). Here the
         products are the first kernel's outputs, and the second kernel's
         only scratch is the index.
         """
