@@ -606,6 +606,7 @@ def train_one(args, activation, seed, strategy, out_dir):
         train, epochs=epochs, steps_per_epoch=steps, validation_data=val,
         validation_steps=eval_steps["validation"], callbacks=callbacks,
         verbose=args.verbose,
+        shuffle=False,  # `train` reshuffles itself; Keras warns otherwise
     )
     seconds = time.perf_counter() - started
     model.save_weights(os.path.join(out_dir, "final.weights.h5"))

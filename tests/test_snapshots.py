@@ -334,7 +334,7 @@ def test_nested_models_are_walked(tmp_path):
     assert snaps.layers == ["act", "inner/act"]
     outer_act = found[0][1]
     inner_input = inner.layers[0](
-        keras.Model(model.inputs, outer_act.output)(x_train))
+        keras.Model(model.inputs, outer_act.output)([x_train]))
     _, counts, outside = snaps.histograms("inner/act")
     assert counts[-1].sum() + outside[-1].sum() == 16 * 3
     expected, _ = np.histogram(
