@@ -192,7 +192,7 @@ def _peak_training_memory(name, batch_size, jit):
     return (peak - before) / 2**20
 
 
-def measure_memory(names, batch_size, jit, repeats=2):
+def measure_memory(names, batch_size, jit, repeats=2, script=None):
     """Ratio to ReLU of the peak tensor memory of a training step.
 
     Each measurement runs in a fresh subprocess (see
@@ -203,6 +203,9 @@ def measure_memory(names, batch_size, jit, repeats=2):
         batch_size: the batch size.
         jit: passed to `compile(jit_compile=...)`.
         repeats: subprocesses per variant.
+        script: the script each subprocess runs with `--memory-child`
+            (default: this file); a script that adds variants passes
+            itself, so that its subprocesses know them.
 
     Returns:
         A dict name -> {"memory": ratio, "memory_mib": median MiB}.
@@ -212,7 +215,7 @@ def measure_memory(names, batch_size, jit, repeats=2):
     for _ in range(repeats):
         for name in names:
             out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", name,
+                [sys.executable, script or __file__, "--memory-child", name,
                  "--batch-size", str(batch_size)]
                 + (["--jit"] if jit else []),
                 check=True, capture_output=True, text=True,
@@ -255,11 +258,12 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv=None, script=None):
     """Command-line entry point; prints the table and optionally saves JSON.
 
     Args:
         argv: the arguments (default: `sys.argv[1:]`).
+        script: passed to `measure_memory`.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS),
@@ -281,7 +285,8 @@ def main(argv=None):
                           args.batch_size, args.jit)
     if not args.no_memory:
         for name, mem in measure_memory(
-                args.variants, args.batch_size, args.jit).items():
+                args.variants, args.batch_size, args.jit,
+                script=script).items():
             results[name].update(mem)
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
           f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} "

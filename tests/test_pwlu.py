@@ -1,5 +1,6 @@
 """PWLU: values, gradients, the two phases, realignment, errors, contract."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -545,6 +546,28 @@ def test_bad_warmup(warmup):
 def test_realign_before_build_is_an_error():
     with pytest.raises(ValueError, match="not built"):
         PWLU().realign()
+
+
+# -- the benchmark's yardstick --
+
+def test_benchmark_lookup_free_yardstick_reads_one_segment_per_channel():
+    # benchmarks/pwlu_benchmark.py's `pwlu-no-lookup` stands for PWLU's
+    # kernel without its gathers: it must run through PWLU's own index code
+    # and give one linear function per channel, its right tail (y = x at
+    # the ReLU initialisation), whatever segment the index finds.
+    path = os.path.join(REPO_ROOT, "benchmarks", "pwlu_benchmark.py")
+    spec = importlib.util.spec_from_file_location("pwlu_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    layer = module.PWLUWithoutLookup()
+    x = np.random.default_rng(0).normal(size=(4, 5, 3)).astype("float32")
+    x[0, 0] = [-1e4, 0.0, 1e4]
+    got = ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(got, x, rtol=1e-6)
+    pwlu = ops.convert_to_numpy(
+        PWLU(num_intervals=16, start_realigned=True)(x))
+    np.testing.assert_allclose(pwlu, np.maximum(x, 0.0), rtol=1e-6,
+                               atol=1e-6)
 
 
 # -- the shared contract (phase II: the trainable weights must move) --
