@@ -342,11 +342,37 @@ def test_gradients_training_mode(kwargs, shape):
     assert_gradients_match(layer, x, rtol=1e-4, atol=1e-6, training=True)
 
 
-@pytest.mark.parametrize("basis", ["power", "taylor"])
-def test_gradients_raw(basis):
-    layer = grad_layer((5, 3), normalization="none", basis=basis)
-    x = np.random.default_rng(3).normal(size=(5, 3))
+RAW_GRADIENT_CASES = [
+    ({"basis": "power"}, (5, 3)),
+    ({"basis": "taylor"}, (5, 3)),
+    ({"granularity": "layer", "gate": True, "degree": 3}, (5, 4)),
+    ({"axis": 1, "degree": 2, "gate": True}, (4, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("kwargs, shape", RAW_GRADIENT_CASES)
+def test_gradients_raw(kwargs, shape):
+    # On TensorFlow the raw form has a hand-written gradient.
+    layer = grad_layer(shape, normalization="none", **kwargs)
+    x = np.random.default_rng(3).normal(size=shape)
     assert_gradients_match(layer, x, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, shape", RAW_GRADIENT_CASES[2:])
+def test_raw_float32_gradients_agree_with_float64(kwargs, shape):
+    # float32 takes TensorFlow's fused kernels; float64 is checked above
+    # against finite differences.
+    exact = grad_layer(shape, normalization="none", **kwargs)
+    fast = SLAF(normalization="none", **kwargs)
+    fast.build(shape)
+    for source, target in zip(exact.weights, fast.weights, strict=True):
+        target.assign(ops.cast(source, "float32"))
+    x = np.random.default_rng(4).normal(size=shape)
+    expected = analytic_gradients(exact, x)
+    got = analytic_gradients(fast, x.astype("float32"))
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
 
 
 # -- stability --

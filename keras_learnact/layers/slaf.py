@@ -332,20 +332,87 @@ class SLAF(LearnableActivation):
             return coefficients
         return ops.sigmoid(ops.cast(self.gate_logit, dtype)) * coefficients
 
-    def _raw(self, x):
-        ndim = len(x.shape)
-        coefficients = ops.cast(self.coefficients, x.dtype)
+    def _raw_table(self, coefficients, gate_logit=None):
+        """The coefficients of `x^0 .. x^degree` of the raw form, shape
+        `param_shape(degree + 1)`: the weights, times `1 / j!` for the
+        Taylor basis, times the gate."""
         if self.basis == "taylor":
             inverse_factorials = np.array(
                 [1.0 / math.factorial(j) for j in range(self.degree + 1)]
             )
-            coefficients = coefficients * ops.cast(inverse_factorials, x.dtype)
-        coefficients = self._gated(coefficients, x.dtype)
-        terms = [
-            self.broadcast(coefficients[..., j], ndim)
-            for j in range(self.degree + 1)
-        ]
-        return _horner(x, terms)
+            coefficients = coefficients * ops.cast(
+                inverse_factorials, coefficients.dtype)
+        if gate_logit is not None:
+            coefficients = ops.sigmoid(gate_logit) * coefficients
+        return coefficients
+
+    def _table_broadcast(self, table, ndim):
+        """Reshapes a `param_shape(k)` table to meet a rank-`ndim` input,
+        its trailing axis kept last."""
+        if self.granularity == "layer":
+            return table
+        shape = [1] * ndim + [table.shape[-1]]
+        shape[ndim + self._axis_from_end] = self.channels
+        return ops.reshape(table, shape)
+
+    def _raw(self, x):
+        params = [ops.cast(self.coefficients, x.dtype)]
+        if self.gate_logit is not None:
+            params.append(ops.cast(self.gate_logit, x.dtype))
+        if keras.backend.backend() == "tensorflow":
+            return self._raw_tensorflow(x, params)
+        table = self._raw_table(*params)
+        ndim = len(x.shape)
+        return _horner(x, [self.broadcast(table[..., j], ndim)
+                           for j in range(self.degree + 1)])
+
+    def _raw_tensorflow(self, x, params):
+        """`_raw` as one XLA kernel, with a hand-written gradient.
+
+        TensorFlow's autodiff of Horner's rule keeps every intermediate
+        polynomial and takes about four passes over the tensor per degree.
+        The gradient here takes the `degree + 1` weighted sums
+        `T_j = sum(dy x^j)` (the gradient of the table, differentiated on
+        to the parameters by TensorFlow) and one elementwise polynomial for
+        the input, `dx = dy P'(x)`.
+        """
+        import tensorflow as tf
+
+        ndim = len(x.shape)
+        axes = [a for a in range(ndim) if self.granularity == "layer"
+                or a != ndim + self._axis_from_end]
+        # Read the variables outside the custom gradient.
+        params = [tf.identity(p) for p in params]
+
+        @tf.custom_gradient
+        def raw(x, *params):
+            table = self._raw_table(*params)
+            outputs = _horner_kernel(x, self._table_broadcast(table, ndim))
+
+            def gradient(upstream):
+                totals, power = [], upstream
+                for j in range(self.degree + 1):
+                    if j:
+                        power = power * x
+                    totals.append(tf.reduce_sum(power, axis=axes))
+                with tf.GradientTape() as tape:
+                    tape.watch(params)
+                    again = self._raw_table(*params)
+                d_params = tape.gradient(
+                    again, params, output_gradients=tf.stack(totals, -1),
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                # dy * P'(x): the derivative's coefficients j * table_j.
+                slope = table[..., 1:] * tf.cast(
+                    tf.range(1, self.degree + 1), x.dtype)
+                d_x = _input_gradient_kernel(
+                    upstream, x, self._table_broadcast(slope, ndim),
+                    self._table_broadcast(tf.zeros_like(table[..., :1]),
+                                          ndim))
+                return (d_x, *d_params)
+
+            return outputs, gradient
+
+        return raw(x, *params)
 
     def _inference(self, x):
         """Moving statistics folded into a Horner polynomial."""
@@ -359,6 +426,8 @@ class SLAF(LearnableActivation):
             scale * ops.cast(self.moving_mean, dtype), axis=-1
         )
         table = ops.concatenate([constant[:, None], scale], axis=-1)
+        if keras.backend.backend() == "tensorflow":
+            return _horner_kernel(x, self._stat_broadcast(table, ndim))
         return _horner(x, self._table_terms(table, ndim))
 
     def _training(self, x):
