@@ -173,11 +173,16 @@ def test_abu_gradients_match_finite_differences(mode, granularity):
     assert_gradients_match(layer, X_GRAD)
 
 
-@pytest.mark.parametrize("name", ["tanh", "swish", "elu"])
-def test_adaptive_scaling_gradients(name):
-    layer = kla.AdaptiveScaling(name, granularity="channel", dtype="float64")
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("name", ["tanh", "swish", "elu", "relu", "gelu"])
+def test_adaptive_scaling_gradients(name, granularity):
+    layer = kla.AdaptiveScaling(name, granularity=granularity,
+                                dtype="float64")
     layer.build(X_GRAD.shape)
-    layer.alpha.assign([1.5, -0.5, 0.7, 2.0])
+    alpha = [1.5, -0.5, 0.7, 2.0] if granularity == "channel" else -1.3
+    layer.alpha.assign(alpha)
+    if name == "swish":
+        layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
     assert_gradients_match(layer, X_GRAD)
 
 
