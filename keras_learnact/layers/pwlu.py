@@ -328,6 +328,16 @@ class PWLU(LearnableActivation):
         on a 2-core CPU, JAX, 128x32x32x32, a minimal table-plus-lookup
         function: 16.6 ms -> 7.9 ms; the model benchmark's PWLU-16 with
         TensorFlow `jit_compile=True`: predict 1.35x -> 1.19x ReLU).
+
+        Both phases' tables are computed before the conditional (they are
+        a few numbers per channel), so that its branches only pass tensors
+        through and differentiating it computes nothing inside a branch.
+        With the arithmetic inside the learned branch, TensorFlow summed
+        gradients in that branch with an `AddN`, which its graph optimiser
+        may rewrite into an accumulation through a temporary variable; the
+        branch is not taken in phase I, the variable was never released,
+        and the next step failed with `AlreadyExistsError` (ResNet-18 at
+        batch 128 on a CPU, from the second step).
         """
         n = self.num_intervals
         dtype = keras.backend.standardize_dtype(left.dtype)
@@ -359,7 +369,9 @@ class PWLU(LearnableActivation):
             return (zeros, ops.full_like(left, RELU_INVERSE_STEP), slopes,
                     ops.zeros_like(slopes))
 
-        return cond(realigned > 0.5, learned, relu)
+        learned_tables, relu_tables = learned(), relu()
+        return cond(realigned > 0.5, lambda: learned_tables,
+                    lambda: relu_tables)
 
     def call(self, inputs, training=None):
         dtype = self.variable_dtype
