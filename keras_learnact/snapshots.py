@@ -48,9 +48,12 @@ A reader refuses files whose `format` differs or whose `format_version` is
 newer than it knows.
 """
 
+import contextlib
 import json
 import os
-import tempfile
+import re
+import secrets
+import stat
 import zipfile
 
 import numpy as np
@@ -252,6 +255,36 @@ class Snapshots:
         for name, entry in entries.items():
             self._put(name, entry, index, replace=False)
 
+    def drop_after(self, epoch):
+        """Removes the snapshots of every epoch after `epoch`.
+
+        Used when training resumes from an earlier epoch than the last one
+        recorded: the later snapshots belong to the run that was abandoned.
+
+        Args:
+            epoch: the last epoch to keep (an int).
+
+        Returns:
+            The epochs removed, increasing, as a list of ints.
+
+        Examples:
+
+        >>> import numpy as np
+        >>> s = Snapshots(np.linspace(-1, 1, 3))
+        >>> for e in (0, 1, 2, 3):
+        ...     s.add(e, {"act": {"class": "ABU", "curves": np.zeros((1, 3)),
+        ...                        "params": {}}})
+        >>> s.drop_after(1), s.epochs.tolist()
+        ([2, 3], [0, 1])
+        """
+        keep = int(np.searchsorted(self._epochs, int(epoch), side="right"))
+        dropped = [int(e) for e in self._epochs[keep:]]
+        del self._epochs[keep:]
+        for record in self._layers.values():
+            for values in _series(record):
+                del values[keep:]
+        return dropped
+
     def _entry(self, name, data, epoch):
         curves = np.asarray(data["curves"], dtype="float32")
         if curves.ndim != 2 or curves.shape[1] != self.grid.size:
@@ -314,12 +347,8 @@ class Snapshots:
                 "hist_outside": [],
             }
             self._layers[name] = record
-        lists = [(record["curves"], entry["curves"])]
-        lists += [(record["params"][k], v) for k, v in entry["params"].items()]
-        if entry["hist_edges"] is not None:
-            lists += [(record["hist_counts"], entry["hist_counts"]),
-                      (record["hist_outside"], entry["hist_outside"])]
-        for values, value in lists:
+        for values, value in zip(_series(record), _series(entry),
+                                 strict=True):
             if replace:
                 values[index] = value
             else:
@@ -372,14 +401,21 @@ class Snapshots:
 def save(path, snapshots):
     """Writes snapshots to a file, atomically.
 
-    The archive is written to a temporary file in the same directory,
-    flushed and synced to disk, then renamed over `path`; a crash at any
-    point leaves either the previous file or the new one, never a partial
-    file.
+    The archive is written to a temporary file in the same directory
+    (`.NAME.XXXXXXXX.tmp`), flushed and synced to disk, then renamed over
+    `path`; a crash at any point leaves either the previous file or the new
+    one, never a partial file. The file gets the permissions `np.savez`
+    would give it: those of the file it replaces, or for a new file
+    read-write for everyone the umask allows.
 
     Args:
         path: the file path (used exactly as given).
         snapshots: a `Snapshots` object with at least one epoch.
+
+    Raises:
+        OSError: if the file cannot be written (a missing or read-only
+            folder, a full disk); the message names `path`, and the
+            previous file, if any, is left as it was.
 
     Examples:
 
@@ -396,22 +432,92 @@ def save(path, snapshots):
         raise ValueError("Nothing to save: the snapshots hold no epoch yet.")
     path = os.fspath(path)
     arrays = snapshots._arrays()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
+    directory, name = os.path.split(os.path.abspath(path))
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None  # a new file: the umask decides, as for np.savez
+    try:
+        fd, tmp = _create_temporary(directory, name)
+    except OSError as error:
+        raise _naming(error, path) from error
+    try:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(error, OSError):
+            raise _naming(error, path) from error
         raise
     _fsync_directory(directory)
     snapshots.path = path
+
+
+def _series(record):
+    """The per-epoch values of a layer record (or of one epoch's entry), in
+    a fixed order: curves, each parameter, then the histogram counts."""
+    series = [record["curves"], *record["params"].values()]
+    if record["hist_edges"] is not None:
+        series += [record["hist_counts"], record["hist_outside"]]
+    return series
+
+
+def _create_temporary(directory, name):
+    """Creates `.NAME.XXXXXXXX.tmp` next to the file, exclusively, with mode
+    0o666 less the umask (`tempfile.mkstemp` would make it 0o600)."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL
+             | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(
+        f"No free temporary file name for '{name}' in '{directory}'.")
+
+
+def _naming(error, path):
+    """The same `OSError`, but naming the snapshot file instead of the
+    temporary file (or no file) that the system call saw."""
+    if error.errno is None:
+        return OSError(f"Cannot write '{path}': {error}")
+    return OSError(error.errno, error.strerror or str(error), path)
+
+
+def _remove_leftovers(path):
+    """Removes the temporary files that interrupted writes of `path` left.
+
+    A process killed while `save` writes leaves its `.NAME.XXXXXXXX.tmp`
+    behind. Only files of exactly that pattern for this `path` are removed
+    (also `tempfile.mkstemp`'s names, which earlier versions used).
+
+    Args:
+        path: the snapshot file.
+
+    Returns:
+        The removed paths, a list.
+    """
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            leftover = os.path.join(directory, entry)
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+                removed.append(leftover)
+    return removed
 
 
 def _write_npz(f, arrays):

@@ -6,10 +6,12 @@ trained once per module; the tests compare the file with what an
 independent recording callback saw at the same moments.
 """
 
+import errno
 import importlib.util
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -248,10 +250,252 @@ def test_adding_a_different_model_to_a_file_is_refused(run, tmp_path):
     other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
                               AdaptiveScaling(name="other")])
     other.compile("sgd", "mse")
-    with pytest.raises(ValueError, match="acts.npz"):
-        other.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0,
-                  callbacks=[ActivationSnapshot(path)])
+    # from epoch 0 it is another run; resumed, it is another model
+    for kwargs, error in (({}, FileExistsError),
+                          ({"resume": True}, ValueError)):
+        with pytest.raises(error, match="acts.npz"):
+            other.fit(np.ones((4, 3)), np.ones((4, 2)), verbose=0,
+                      callbacks=[ActivationSnapshot(path, **kwargs)])
     assert ks.load(path).epochs.tolist() == [0, 1, 2, 3]
+
+
+# -- one file, one run --
+
+def small_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(3),
+        AdaptiveScaling("tanh", name="act"), keras.layers.Dense(3),
+        AdaptiveScaling("swish", name="act_2"), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    return model
+
+
+def fit(model, *callbacks, **kwargs):
+    x, y = data(32)
+    kwargs.setdefault("epochs", 1)
+    return model.fit(x, y, batch_size=16, verbose=0,
+                     callbacks=list(callbacks), **kwargs)
+
+
+def alphas(path):
+    return ks.load(path).params("act")["alpha"].tolist()
+
+
+def test_the_same_callback_continues_its_record_across_fits(tmp_path):
+    """Issue #16 5: fit(epochs=3) then fit(epochs=2) with one callback."""
+    path = str(tmp_path / "refit.npz")
+    model = small_model()
+    callback = ActivationSnapshot(path)
+    first, second = Recorder(data(4)[0]), Recorder(data(4)[0])
+    fit(model, first, callback, epochs=3)
+    fit(model, second, callback, epochs=2)
+    snaps = ks.load(path)
+    assert snaps.epochs.tolist() == [0, 1, 2, 3, 4, 5]
+    expected = [first.params[e]["act"]["alpha"] for e in range(4)]
+    expected += [second.params[e]["act"]["alpha"] for e in (1, 2)]
+    np.testing.assert_array_equal(snaps.params("act")["alpha"], expected)
+    assert expected[0] == 1.0  # the true epoch 0, not the state after 3
+    assert len(np.unique(expected)) == 6  # every epoch is its own state
+    # the modulus counts the record's epochs, across the fits
+    path = str(tmp_path / "every2.npz")
+    callback = ActivationSnapshot(path, every_n_epochs=2)
+    fit(model, callback, epochs=3)
+    fit(model, callback, epochs=3)
+    assert ks.load(path).epochs.tolist() == [0, 2, 3, 4, 6]
+
+
+def test_a_new_run_into_an_existing_file_is_refused(tmp_path):
+    """Issue #16 5: a fresh callback from epoch 0 into a file another run
+    wrote stops before training, naming the file and the two ways on."""
+    path = str(tmp_path / "refit.npz")
+    fit(small_model(), ActivationSnapshot(path), epochs=3)
+    before = open(path, "rb").read()
+    model = small_model(seed=1)
+    weights = model.get_weights()
+    with pytest.raises(FileExistsError) as info:
+        fit(model, ActivationSnapshot(path), epochs=2)
+    message = str(info.value)
+    for part in (path, "overwrite=True", "resume=True", "0, 1, 2, 3"):
+        assert part in message
+    assert open(path, "rb").read() == before  # the file is untouched
+    for old, new in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)  # and nothing trained
+    # resume=True continues its record after its last epoch ...
+    fit(model, ActivationSnapshot(path, resume=True), epochs=2)
+    resumed = alphas(path)
+    assert len(resumed) == 6 and resumed[3] == 1.0  # model 1's start
+    # ... and overwrite=True starts a new one, without reading the file
+    with open(path, "r+b") as f:
+        f.write(b"garbage")
+    fit(model, ActivationSnapshot(path, overwrite=True), epochs=1)
+    assert ks.load(path).epochs.tolist() == [0, 1]
+    assert alphas(path)[0] == resumed[-1]
+    # a fresh callback may start a file that does not exist, resume or not
+    other = str(tmp_path / "new.npz")
+    fit(model, ActivationSnapshot(other, resume=True), epochs=1)
+    assert ks.load(other).epochs.tolist() == [0, 1]
+
+
+def test_the_same_callback_refuses_another_model_or_a_changed_file(
+        tmp_path):
+    """Rebuilding the model in a notebook and refitting with the same
+    callback is another run; so is a file someone else rewrote."""
+    path = str(tmp_path / "acts.npz")
+    callback = ActivationSnapshot(path)
+    fit(small_model(), callback, epochs=2)
+    with pytest.raises(FileExistsError, match="acts.npz"):
+        fit(small_model(seed=1), callback, epochs=2)
+    assert ks.load(path).epochs.tolist() == [0, 1, 2]
+    model = small_model()
+    callback = ActivationSnapshot(str(tmp_path / "b.npz"))
+    fit(model, callback)
+    ks.save(callback.filepath, ks.load(path))  # someone else rewrites it
+    with pytest.raises(FileExistsError, match="b.npz"):
+        fit(model, callback)
+    # the file removed between the fits: the callback's record goes on
+    callback = ActivationSnapshot(str(tmp_path / "c.npz"))
+    fit(model, callback)
+    os.remove(callback.filepath)
+    fit(model, callback)
+    assert ks.load(callback.filepath).epochs.tolist() == [0, 1, 2]
+
+
+def test_resuming_at_an_earlier_epoch_drops_the_later_snapshots(tmp_path):
+    """A run interrupted after its checkpoint of epoch 3 recorded 4 and 5;
+    resuming at 3 replaces them, and says so."""
+    path = str(tmp_path / "acts.npz")
+    model = small_model()
+    fit(model, ActivationSnapshot(path), epochs=5)
+    recorder = Recorder(data(4)[0])
+    with pytest.warns(UserWarning, match="epochs 4, 5 in '.*acts.npz'"):
+        fit(model, recorder, ActivationSnapshot(path), initial_epoch=3,
+            epochs=4)
+    snaps = ks.load(path)
+    assert snaps.epochs.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(snaps.params("act")["alpha"][3:], [
+        recorder.params[e]["act"]["alpha"] for e in (3, 4)])
+
+
+def test_contradictory_or_bad_run_arguments():
+    with pytest.raises(ValueError, match="overwrite=True with resume=True"):
+        ActivationSnapshot("a.npz", overwrite=True, resume=True)
+    with pytest.raises(ValueError, match="resume='yes'"):
+        ActivationSnapshot("a.npz", resume="yes")
+
+
+# -- where the file goes --
+
+def test_a_missing_folder_is_refused_at_construction(tmp_path):
+    path = str(tmp_path / "missing" / "acts.npz")
+    with pytest.raises(FileNotFoundError) as info:
+        ActivationSnapshot(path)
+    assert path in str(info.value) and ".tmp" not in str(info.value)
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        ActivationSnapshot(tmp_path)
+
+
+def test_a_read_only_folder_is_refused_at_construction(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("this user can write to a read-only folder (root)")
+        path = str(folder / "acts.npz")
+        with pytest.raises(PermissionError) as info:
+            ActivationSnapshot(path)
+        assert path in str(info.value) and ".tmp" not in str(info.value)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_failed_write_warns_and_training_goes_on(tmp_path, monkeypatch):
+    """A full disk during the snapshot of epoch 2 loses neither the
+    training run nor the snapshot: the next write includes it."""
+    path = str(tmp_path / "acts.npz")
+    real = ks._write_npz
+    full = {"epochs": set()}
+
+    def write(f, arrays):
+        epochs = arrays["epochs"].tolist()
+        if epochs[-1] in full["epochs"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, arrays)
+
+    monkeypatch.setattr(ks, "_write_npz", write)
+    full["epochs"] = {2}
+    with pytest.warns(UserWarning) as caught:
+        history = fit(small_model(), ActivationSnapshot(path), epochs=4)
+    assert len(history.history["loss"]) == 4
+    (warning,) = [w for w in caught if "could not write" in str(w.message)]
+    message = str(warning.message)
+    assert "epoch 2" in message and f"'{path}'" in message
+    assert "No space left on device" in message and ".tmp" not in message
+    assert ks.load(path).epochs.tolist() == [0, 1, 2, 3, 4]
+    assert os.listdir(tmp_path) == ["acts.npz"]
+    # a disk that stays full: the last good file stays, the record is kept
+    path = str(tmp_path / "full.npz")
+    full["epochs"] = {2, 3}
+    callback = ActivationSnapshot(path)
+    with pytest.warns(UserWarning) as caught:
+        fit(small_model(), callback, epochs=3)
+    messages = [str(w.message) for w in caught if "could not" in str(w.message)]
+    assert len(messages) == 2
+    assert "epoch 2" in messages[0] and "epoch 3" in messages[1]
+    assert ks.load(path).epochs.tolist() == [0, 1]
+    assert callback.snapshots.epochs.tolist() == [0, 1, 2, 3]
+
+
+def test_files_get_the_permissions_np_savez_would_give(tmp_path):
+    """Not mkstemp's 0o600: a new file gets 0o666 less the umask, and a
+    file rewritten keeps its mode."""
+    def mode(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    old = os.umask(0o002)
+    try:
+        ks.save(str(tmp_path / "new.npz"), small_snapshots())
+        np.savez(tmp_path / "numpy.npz", a=np.zeros(1))
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "new.npz") == mode(tmp_path / "numpy.npz") == 0o664
+    os.chmod(tmp_path / "new.npz", 0o640)
+    ks.save(str(tmp_path / "new.npz"), small_snapshots())
+    assert mode(tmp_path / "new.npz") == 0o640
+
+
+def test_leftovers_of_a_killed_write_are_removed_when_a_run_opens_it(
+        tmp_path):
+    """A writer SIGKILLed mid-write leaves its temporary file; the next run
+    on the same file removes it, and nothing else."""
+    path = str(tmp_path / "acts.npz")
+    script = textwrap.dedent(f"""
+        import os, signal
+        import numpy as np
+        from keras_learnact import snapshots as ks
+        snaps = ks.Snapshots(np.linspace(-4, 4, 201))
+        snaps.add(0, {{"act": {{"class": "ABU", "params": {{}},
+                                "curves": np.zeros((1, 201))}}}})
+        ks.save({path!r}, snaps)
+        def half_then_killed(f, arrays):
+            f.write(b"PK\x03\x04" + bytes(1000))
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        ks._write_npz = half_then_killed
+        ks.save({path!r}, snaps)
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT})
+    assert done.returncode == -signal.SIGKILL
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".acts.npz.")
+    others = [".other.npz.abcd1234.tmp", ".acts.npz.bak", "acts.npz.tmp"]
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+    fit(small_model(), ActivationSnapshot(path, overwrite=True))
+    assert sorted(os.listdir(tmp_path)) == sorted(["acts.npz", *others])
 
 
 # -- atomic writes --

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import sys
 import warnings
+import weakref
 import zlib
 
 import keras
@@ -78,10 +79,26 @@ class ActivationSnapshot(keras.callbacks.Callback):
     Epoch `e` in the file means "after `e` epochs": 0 is the initial shape.
     The file (see `keras_learnact.snapshots` for the format) is rewritten
     atomically after every snapshot, so a crash never leaves a partial
-    file. When the file already exists, e.g. when training resumes with
-    `fit(..., initial_epoch=k)`, its snapshots are kept and the new ones
-    added; an epoch recorded again replaces the old record. The start of
-    every `fit` is recorded as epoch `initial_epoch`.
+    file; a write that fails (a full disk, a folder gone) warns, naming the
+    file and the epoch, and training goes on (the next snapshot writes the
+    whole record again). The start of every `fit` is recorded too.
+
+    One file holds one run. Which run a `fit` belongs to:
+
+    * the same callback object fitting the same model again continues its
+      record: `fit(epochs=3)` then `fit(epochs=2)` records epochs 0..5;
+    * `fit(..., initial_epoch=k)` with `k > 0` (or a `BackupAndRestore`
+      restore) resumes an existing file at epoch `k`: its snapshots up to
+      `k` are kept and any later ones (left by the interrupted run) are
+      dropped with a warning;
+    * otherwise an existing file belongs to another run, and `fit` stops
+      with a `FileExistsError` naming the file, before training, unless
+      `overwrite=True` (replace it) or `resume=True` (continue its record
+      after its last epoch).
+
+    The output folder must exist and be writable when the callback is
+    created. Temporary files left by a writer killed mid-write
+    (`.NAME.XXXXXXXX.tmp`) are removed when a run opens the file.
 
     Works on every backend and under a `tf.distribute` strategy (curves and
     probes are evaluated eagerly, outside the compiled training step). The
@@ -91,7 +108,8 @@ class ActivationSnapshot(keras.callbacks.Callback):
     gets empty histograms and a warning.
 
     Args:
-        filepath: where to write the snapshot file (conventionally `.npz`).
+        filepath: where to write the snapshot file (conventionally `.npz`),
+            in an existing, writable folder.
         every_n_epochs: record after every n-th epoch (default 1).
         grid: the 1-D grid of inputs the curves are evaluated at; default
             201 points on [-4, 4].
@@ -103,6 +121,12 @@ class ActivationSnapshot(keras.callbacks.Callback):
         tensorboard_dir: optional TensorBoard log directory; the evolution
             figure is logged there as an image at every snapshot. Needs
             TensorFlow and matplotlib.
+        overwrite: replace a file at `filepath` that this callback did not
+            write (it is not even read), instead of refusing it.
+        resume: continue the record of a file at `filepath` that this
+            callback did not write: a `fit` from epoch 0 is numbered from
+            the file's last epoch on. Without a file, a new one is started.
+            At most one of `overwrite` and `resume` may be True.
 
     Examples:
 
@@ -112,22 +136,21 @@ class ActivationSnapshot(keras.callbacks.Callback):
     ...                           kla.layers.ABU(), keras.layers.Dense(1)])
     >>> model.compile("adam", "mse")
     >>> x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    >>> snapshot = ActivationSnapshot("activations.npz", probe=x)
     >>> model.fit(x, y, epochs=2, verbose=0,  # doctest: +SKIP
-    ...           callbacks=[ActivationSnapshot("activations.npz", probe=x)])
+    ...           callbacks=[snapshot])
+    >>> model.fit(x, y, epochs=1, verbose=0,  # doctest: +SKIP
+    ...           callbacks=[snapshot])         # continues: epoch 3
     >>> kla.snapshots.load("activations.npz").epochs  # doctest: +SKIP
-    array([0, 1, 2])
+    array([0, 1, 2, 3])
     """
 
     def __init__(self, filepath, every_n_epochs=1, grid=None,
                  max_channels=None, channel_seed=0, probe=None,
-                 histogram_bins=50, tensorboard_dir=None):
+                 histogram_bins=50, tensorboard_dir=None, overwrite=False,
+                 resume=False):
         super().__init__()
-        if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(
-                filepath):
-            raise ValueError(
-                f"Invalid filepath={filepath!r}: expected a file path."
-            )
-        self.filepath = os.fspath(filepath)
+        self.filepath = _writable_file(filepath)
         self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
         self._grid_given = grid is not None
         grid = DEFAULT_GRID if grid is None else grid
@@ -138,7 +161,7 @@ class ActivationSnapshot(keras.callbacks.Callback):
                 f"Invalid grid of shape {grid.shape}: expected a 1-D, "
                 "strictly increasing array of at least 2 finite values."
             )
-        self.grid = grid
+        self.grid = self._grid = grid
         if max_channels is not None:
             max_channels = _positive_int("max_channels", max_channels)
         self.max_channels = max_channels
@@ -163,6 +186,18 @@ class ActivationSnapshot(keras.callbacks.Callback):
                     )
             tensorboard_dir = os.fspath(tensorboard_dir)
         self.tensorboard_dir = tensorboard_dir
+        for name, value in (("overwrite", overwrite), ("resume", resume)):
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"Invalid {name}={value!r}: expected True or False.")
+        if overwrite and resume:
+            raise ValueError(
+                "Invalid overwrite=True with resume=True: choose one "
+                "(overwrite replaces an existing file, resume continues "
+                "its record)."
+            )
+        self.overwrite = overwrite
+        self.resume = resume
         self.snapshots = None
         self._layers = None
         self._channels = {}
@@ -170,6 +205,13 @@ class ActivationSnapshot(keras.callbacks.Callback):
         self._last_recorded = None
         self._last_epoch = None
         self._writer = None
+        # The run this callback records: the model it was accepted for, the
+        # file as this callback last wrote it, and the epochs trained.
+        self._owner = None
+        self._written = None
+        self._trained = 0
+        self._offset = 0
+        self._continuing = self._existing = False
 
     # -- callback hooks ----------------------------------------------------
 
@@ -190,7 +232,18 @@ class ActivationSnapshot(keras.callbacks.Callback):
                     "start of training. Build the model first (give it a "
                     "keras.Input or call it on a batch)."
                 )
-        self.snapshots = self._open()
+        self._continuing = self._continues()
+        if self._continuing:
+            self._existing = False
+        else:
+            self._owner = None
+            self._channels = {}
+            self.grid = self._grid
+            self._existing = (not self.overwrite
+                              and os.path.exists(self.filepath))
+            self.snapshots = (self._read() if self._existing else
+                              snapshot_files.Snapshots(self.grid))
+        self.snapshots.info.update(_provenance())
         self._last_recorded = None
         self._last_epoch = None
         self._pending = self._capture()
@@ -199,15 +252,17 @@ class ActivationSnapshot(keras.callbacks.Callback):
         if self._pending is not None:
             # The state captured at on_train_begin is the state after
             # `initial_epoch` epochs, which Keras reveals only now.
-            self._commit(epoch, self._pending)
-            self._pending = None
+            pending, self._pending = self._pending, None
+            self._start_run(epoch)
+            self._trained = self._offset + epoch
+            self._commit(self._trained, pending)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._layers:
+        if not self._layers or self._owner is None:
             return
-        self._last_epoch = epoch + 1
-        if (epoch + 1) % self.every_n_epochs == 0:
-            self._commit(epoch + 1, self._capture())
+        self._trained = self._last_epoch = self._offset + epoch + 1
+        if self._trained % self.every_n_epochs == 0:
+            self._commit(self._trained, self._capture())
 
     def on_train_end(self, logs=None):
         if not self._layers:
@@ -219,31 +274,71 @@ class ActivationSnapshot(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
 
-    # -- recording ---------------------------------------------------------
+    # -- which run -----------------------------------------------------------
 
-    def _open(self):
-        info = {
-            "package_version": getattr(
-                sys.modules.get("keras_learnact"), "__version__", None),
-            "keras_version": keras.__version__,
-            "backend": keras.backend.backend(),
-        }
-        if not os.path.exists(self.filepath):
-            return snapshot_files.Snapshots(self.grid, info=info)
-        existing = snapshot_files.load(self.filepath)
+    def _continues(self):
+        """Whether this fit continues the record this callback holds: the
+        same model, and the file as this callback left it (or gone)."""
+        owner = self._owner() if self._owner is not None else None
+        if owner is None or owner is not self.model:
+            return False
+        return _signature(self.filepath) in (None, self._written)
+
+    def _read(self):
+        """The record of an existing file that this callback did not write
+        (fixing the grid, unless one was given, and the channels)."""
+        try:
+            existing = snapshot_files.load(self.filepath)
+        except snapshot_files.SnapshotFileError as error:
+            raise snapshot_files.SnapshotFileError(
+                f"ActivationSnapshot: {error} Pass overwrite=True to replace "
+                "it, or write to a new file."
+            ) from error
         if not np.array_equal(existing.grid, self.grid):
             if self._grid_given:
                 raise ValueError(
                     f"ActivationSnapshot: '{self.filepath}' was recorded on a "
                     f"different grid ({existing.grid.size} points on "
                     f"[{existing.grid[0]}, {existing.grid[-1]}]); use the "
-                    "same grid to add to it, or a new file."
+                    "same grid to add to it, pass overwrite=True to replace "
+                    "it, or write to a new file."
                 )
             self.grid = existing.grid
         for name in existing.layers:
             self._channels[name] = existing.channels(name)
-        existing.info.update(info)
         return existing
+
+    def _start_run(self, initial_epoch):
+        """Decides where this fit's epochs go in the record, or refuses."""
+        epochs = self.snapshots.epochs.tolist() or [0]
+        if initial_epoch > 0:
+            self._offset = 0
+            dropped = self.snapshots.drop_after(initial_epoch)
+            if dropped:
+                warnings.warn(
+                    f"ActivationSnapshot: training resumes at epoch "
+                    f"{initial_epoch}, so the snapshots of epochs "
+                    f"{_listing(dropped)} in '{self.filepath}' (recorded "
+                    "after it by an earlier run) are dropped.",
+                    stacklevel=3,
+                )
+        elif self._continuing:
+            self._offset = self._trained
+        elif self._existing and self.resume:
+            self._offset = epochs[-1]
+        elif self._existing:
+            raise FileExistsError(
+                f"ActivationSnapshot: '{self.filepath}' already holds the "
+                f"snapshots of another run (epochs {_listing(epochs)}), and "
+                "this callback did not write it. Pass overwrite=True to "
+                "replace it, resume=True to continue its record after "
+                f"epoch {epochs[-1]}, fit with initial_epoch=k to resume "
+                "training at epoch k, or write to a new file."
+            )
+        else:
+            self._offset = 0
+        self._owner = weakref.ref(self.model)
+        snapshot_files._remove_leftovers(self.filepath)
 
     def _choose_channels(self, name, total):
         if name in self._channels:
@@ -252,7 +347,8 @@ class ActivationSnapshot(keras.callbacks.Callback):
                 raise ValueError(
                     f"ActivationSnapshot: layer '{name}' has {total} channels "
                     f"but '{self.filepath}' recorded channel {chosen.max()}; "
-                    "record this model to a new file."
+                    "record this model to a new file, or pass "
+                    "overwrite=True to replace that one."
                 )
             return chosen
         if self.max_channels is None or total <= self.max_channels:
@@ -336,10 +432,22 @@ class ActivationSnapshot(keras.callbacks.Callback):
         except ValueError as error:
             raise ValueError(
                 f"ActivationSnapshot: cannot add epoch {epoch} to "
-                f"'{self.filepath}': {error}"
+                f"'{self.filepath}': {error} Pass overwrite=True to replace "
+                "the file."
             ) from error
-        self.snapshots.save(self.filepath)
         self._last_recorded = epoch
+        try:
+            self.snapshots.save(self.filepath)
+        except OSError as error:
+            warnings.warn(
+                f"ActivationSnapshot: could not write the snapshot of epoch "
+                f"{epoch} to '{self.filepath}' ({error}). Training goes on; "
+                "the next snapshot writes the whole record again (it is "
+                "kept in this callback's `snapshots`).",
+                stacklevel=3,
+            )
+        else:
+            self._written = _signature(self.filepath)
         if self.tensorboard_dir is not None:
             self._log_figure(epoch)
 
@@ -396,6 +504,58 @@ def write_image_summary(tag, image, step):
     ])
     return bool(tf.summary.write(tag=tag, tensor=tensor, step=step,
                                  metadata=metadata))
+
+
+def _provenance():
+    return {
+        "package_version": getattr(
+            sys.modules.get("keras_learnact"), "__version__", None),
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
+
+
+def _signature(path):
+    """Identifies one version of a file (None when there is no file)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def _listing(epochs):
+    return ", ".join(map(str, epochs)) if len(epochs) <= 6 else (
+        f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]}")
+
+
+def _writable_file(filepath):
+    """Checks that a file can be written at `filepath`, naming it if not."""
+    if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(
+            filepath):
+        raise ValueError(
+            f"Invalid filepath={filepath!r}: expected a file path."
+        )
+    filepath = os.fspath(filepath)
+    folder = os.path.dirname(os.path.abspath(filepath))
+    if os.path.isdir(filepath):
+        raise IsADirectoryError(
+            f"Invalid filepath='{filepath}': it is a folder; expected a file "
+            "path such as "
+            f"'{os.path.join(filepath, 'activations.npz')}'."
+        )
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot write snapshots to '{filepath}': the folder '{folder}' "
+            "does not exist. Create it first (os.makedirs) or choose "
+            "another path."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Cannot write snapshots to '{filepath}': the folder '{folder}' "
+            "is not writable."
+        )
+    return filepath
 
 
 def _positive_int(name, value):
