@@ -1,5 +1,12 @@
 """keras-learnact: learnable activation functions for Keras 3.
 
+The submodules and layer classes load on first use (PEP 562), so that
+reading a snapshot file (`keras_learnact.snapshots`, the `keras-learnact`
+command line) never imports Keras or a deep-learning backend. The layers
+are still registered for `keras.saving.load_model` as soon as both
+`keras_learnact` and `keras` are imported, in either order: with Keras
+already imported they are imported here, otherwise right after Keras.
+
 Examples:
 
 >>> import keras, keras_learnact as kla
@@ -11,18 +18,16 @@ Examples:
 ['ABU', 'AdaptiveScaling']
 """
 
-from keras_learnact import callbacks
-from keras_learnact import layers
-from keras_learnact import plotting
-from keras_learnact import snapshots
-from keras_learnact.layers import ABU
-from keras_learnact.layers import DEU
-from keras_learnact.layers import PWLU
-from keras_learnact.layers import SLAF
-from keras_learnact.layers import AdaptiveScaling
-from keras_learnact.layers import LearnableActivation
+import importlib
+import importlib.abc
+import sys
+import warnings
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("callbacks", "layers", "plotting", "snapshots")
+_LAYERS = ("ABU", "DEU", "PWLU", "SLAF", "AdaptiveScaling",
+           "LearnableActivation")
 
 __all__ = [
     "ABU",
@@ -37,6 +42,20 @@ __all__ = [
     "plotting",
     "snapshots",
 ]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAYERS:
+        value = getattr(importlib.import_module(f"{__name__}.layers"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 def custom_objects():
@@ -55,6 +74,10 @@ def custom_objects():
     >>> kla.custom_objects()["keras_learnact>ABU"] is kla.ABU
     True
     """
+    import keras
+
+    from keras_learnact import layers
+
     found = {}
     for name in layers.__all__:
         cls = getattr(layers, name)
@@ -65,4 +88,58 @@ def custom_objects():
     return found
 
 
-import keras  # noqa: E402  (used by custom_objects; imported after the API)
+def _register_layers():
+    """Imports the layers, which registers them with Keras."""
+    for finder in list(sys.meta_path):
+        if isinstance(finder, _RegisterAfterKeras):
+            sys.meta_path.remove(finder)
+    try:
+        importlib.import_module(f"{__name__}.layers")
+    except Exception as error:  # keras itself is fine: do not break it
+        warnings.warn(
+            f"keras_learnact could not register its layers with Keras "
+            f"({type(error).__name__}: {error}); `keras.saving.load_model` "
+            "will not find them.",
+            stacklevel=2,
+        )
+
+
+class _LoaderThenRegister(importlib.abc.Loader):
+    """Runs Keras's own loader, then registers the layers."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # Keras sees its own loader, as if this one were not there.
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        _register_layers()
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Finds `keras` with the other finders and wraps its loader, so that
+    the layers register themselves the moment Keras has been imported."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if hasattr(spec.loader, "exec_module"):
+                    spec.loader = _LoaderThenRegister(spec.loader)
+                return spec
+        return None
+
+
+if sys.modules.get("keras") is not None:
+    importlib.import_module(f"{__name__}.layers")  # registers the layers
+elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())

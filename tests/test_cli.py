@@ -1,0 +1,122 @@
+"""The command line's speed, and the light package import it relies on:
+reading a snapshot file imports no deep-learning backend, while
+`import keras_learnact` still registers the layers for `load_model`.
+
+(`tests/test_plotting.py` checks what the `plot` and `info` commands draw
+and print.)
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_learnact
+from keras_learnact import snapshots as ks
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ("keras", "tensorflow", "jax", "torch")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    snaps = ks.Snapshots(np.linspace(-4, 4, 21))
+    for epoch in range(3):
+        snaps.add(epoch, {"abu": {
+            "class": "ABU", "curves": np.tanh(np.linspace(-4, 4, 21))[None],
+            "params": {"alpha": np.float32(epoch)}}})
+    path = str(tmp_path / "activations.npz")
+    ks.save(path, snaps)
+    return path
+
+
+def python(*args, code=None):
+    """Runs a fresh Python on the repository, with TensorFlow allowed to
+    log as it does for a user (no TF_CPP_MIN_LOG_LEVEL)."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO_ROOT
+    command = [sys.executable, *args] + (["-c", code] if code else [])
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+# -- reading a file imports no backend --
+
+def imported_modules(importtime_log):
+    """The top-level modules named in a `-X importtime` log."""
+    names = set()
+    for line in importtime_log.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_info_imports_no_backend_and_prints_nothing_on_stderr(saved):
+    """Issue #16 6: `info` took 3.6 s, importing TensorFlow to read a .npz,
+    and printed TensorFlow's log lines."""
+    done = python("-m", "keras_learnact", "info", saved)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "epochs: 3 snapshots: 0, 1, 2" in done.stdout
+    done = python("-X", "importtime", "-m", "keras_learnact", "info", saved)
+    assert done.returncode == 0
+    modules = imported_modules(done.stderr)
+    assert "numpy" in modules and "keras_learnact" in modules
+    assert not modules & {*BACKENDS, "matplotlib"}
+
+
+LOAD = textwrap.dedent("""
+    import sys
+    BACKENDS = {backends!r}
+    if {learnact_first}:
+        import keras_learnact as kla
+        from keras_learnact import cli, snapshots  # noqa: F401
+        assert not BACKENDS & set(sys.modules), BACKENDS & set(sys.modules)
+        import keras
+    else:
+        import keras
+        import keras_learnact as kla
+    assert keras.saving.get_registered_object("keras_learnact>PWLU")
+    model = keras.saving.load_model({path!r})
+    import numpy as np
+    y = model(np.array({x!r}, "float32"))
+    np.save({out!r}, keras.ops.convert_to_numpy(y))
+    assert kla.ABU is kla.layers.ABU is kla.custom_objects()["ABU"]
+    assert kla.callbacks.ActivationSnapshot.__name__ == "ActivationSnapshot"
+    assert set(kla.__all__) <= set(dir(kla))
+    try:
+        kla.nothing
+    except AttributeError as error:
+        assert "nothing" in str(error)
+    else:
+        raise AssertionError("kla.nothing exists")
+""")
+
+
+@pytest.mark.parametrize("learnact_first", [True, False],
+                         ids=["keras_learnact-then-keras",
+                              "keras-then-keras_learnact"])
+def test_import_keras_learnact_registers_the_layers(learnact_first,
+                                                    tmp_path):
+    """A `.keras` file loads in a fresh process after `import
+    keras_learnact`, whichever of it and Keras comes first; importing it
+    alone imports no backend."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((3,)), keras.layers.Dense(4), keras_learnact.ABU(),
+        keras.layers.Dense(4), keras_learnact.PWLU(start_realigned=True),
+    ])
+    x = [[0.5, -1.0, 2.0], [-3.0, 0.1, 0.7]]
+    expected = keras.ops.convert_to_numpy(model(np.array(x, "float32")))
+    path, out = str(tmp_path / "m.keras"), str(tmp_path / "out.npy")
+    model.save(path)
+    done = python(code=LOAD.format(
+        backends=set(BACKENDS), learnact_first=learnact_first, path=path,
+        out=out, x=x))
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-6, atol=1e-6)
