@@ -5,16 +5,36 @@ Usage:
     keras-learnact info activations.npz
     keras-learnact plot activations.npz -o evolution.png \\
         [--gif evolution.gif] [--final final.png] [--layers abu abu_1] \\
-        [--channels 4] [--no-histogram] [--fps 4]
+        [--channels 4] [--no-histogram] [--fps 4] [--dpi 120]
+    keras-learnact --version
 
 Also runnable as `python -m keras_learnact ...`. Exit status 0 on success,
-1 when a file cannot be read or written, 2 for bad arguments.
+1 when a file cannot be read or written, 2 for bad arguments (every
+argument is checked before anything is written). Reading a snapshot file
+imports NumPy only, never Keras or a deep-learning backend.
 """
 
 import argparse
+import math
+import os
 import sys
 
+import keras_learnact
 from keras_learnact import snapshots as snapshot_files
+
+
+def _positive(convert, kind):
+    """An argparse type: `convert`ed, finite and > 0."""
+    def check(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: expected {kind} > 0")
+        return value
+    return check
 
 
 def _parser():
@@ -22,27 +42,60 @@ def _parser():
         prog="keras-learnact",
         description="Inspect and plot keras-learnact activation snapshots.",
     )
+    parser.add_argument(
+        "--version", action="version",
+        version=f"%(prog)s {keras_learnact.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser(
         "info", help="summarise a snapshot file (layers, channels, epochs)")
     info.add_argument("file", help="a snapshot file (.npz)")
+    info.set_defaults(command_parser=info)
     plot = commands.add_parser(
         "plot", help="plot the evolution of the activation shapes")
+    plot.set_defaults(command_parser=plot)
     plot.add_argument("file", help="a snapshot file (.npz)")
     plot.add_argument("-o", "--output", required=True,
                       help="the evolution figure to write (.png, .pdf, .svg)")
     plot.add_argument("--gif", help="also write an animation (.gif or .mp4)")
     plot.add_argument("--final", help="also write the final shapes figure")
     plot.add_argument("--layers", nargs="+", help="layer names (default all)")
-    plot.add_argument("--channels", type=int,
+    plot.add_argument("--channels", type=_positive(int, "an integer"),
                       help="plot at most this many channels per layer")
     plot.add_argument("--no-histogram", action="store_true",
                       help="leave out the input histograms")
-    plot.add_argument("--fps", type=float, default=4.0,
+    plot.add_argument("--fps", type=_positive(float, "a number"),
+                      default=4.0,
                       help="animation frames per second (default 4)")
-    plot.add_argument("--dpi", type=int, default=120,
+    plot.add_argument("--dpi", type=_positive(int, "an integer"),
+                      default=120,
                       help="resolution of the figures (default 120)")
     return parser
+
+
+def _check_plot(args):
+    """Checks the output paths of `plot` before anything is drawn: exits 2
+    (argparse's usage message) for a format that cannot be written, and
+    raises `FileNotFoundError` (exit 1) for a missing output folder."""
+    from keras_learnact import plotting
+
+    outputs = [("-o/--output", args.output), ("--final", args.final),
+               ("--gif", args.gif)]
+    for option, path in outputs:
+        if path is None:
+            continue
+        try:
+            if option == "--gif":
+                plotting._animation_writer(path, args.fps)
+            else:
+                plotting._check_figure_format(path)
+        except (ValueError, RuntimeError) as error:
+            args.command_parser.error(f"argument {option}: {error}")
+    for option, path in outputs:
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"cannot write '{path}' ({option}): the folder '{folder}' "
+                "does not exist")
 
 
 def format_info(snaps):
@@ -122,7 +175,8 @@ def main(argv=None):
 
     Returns:
         The exit status: 0 on success, 1 for an unreadable file or a failed
-        plot.
+        plot. Bad arguments exit with status 2 (`SystemExit`) before
+        anything is read or written, as argparse does.
 
     Examples:
 
@@ -131,6 +185,8 @@ def main(argv=None):
     """
     args = _parser().parse_args(argv)
     try:
+        if args.command == "plot":
+            _check_plot(args)
         snaps = snapshot_files.load(args.file)
         if args.command == "info":
             print(format_info(snaps))

@@ -300,31 +300,7 @@ def animate_evolution(snapshots, path, fps=4, layers=None, channels=None,
     snaps = _as_snapshots(snapshots)
     names = _select_layers(snaps, layers)
     path = os.fspath(path)
-    if not (isinstance(fps, (int, float)) and fps > 0):
-        raise ValueError(f"Invalid fps={fps!r}: expected a number > 0.")
-    _matplotlib()
-    from matplotlib import animation
-
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".gif":
-        try:
-            import PIL  # noqa: F401
-        except ImportError as error:
-            raise ImportError(
-                f"Writing a GIF needs Pillow. Install it with: {INSTALL_HINT}"
-            ) from error
-        writer = animation.PillowWriter(fps=fps)
-    elif suffix == ".mp4":
-        if not animation.FFMpegWriter.isAvailable():
-            raise RuntimeError(
-                f"Writing '{path}' needs ffmpeg, which was not found on the "
-                "PATH. Install ffmpeg, or write a .gif instead."
-            )
-        writer = animation.FFMpegWriter(fps=fps)
-    else:
-        raise ValueError(
-            f"Cannot animate to '{path}': the file must end in .gif or .mp4."
-        )
+    writer = _animation_writer(path, fps)
 
     figure = _new_figure(
         (4.2 * min(len(names), max_columns),
@@ -369,6 +345,53 @@ def animate_evolution(snapshots, path, fps=4, layers=None, channels=None,
                     note.set_text(_outside_note(snaps, name, k))
             writer.grab_frame()
     return path
+
+
+def _animation_writer(path, fps):
+    """The matplotlib writer for an animation file, or a clear error: a
+    `ValueError` for a bad `fps` or suffix, a `RuntimeError` for `.mp4`
+    without ffmpeg, an `ImportError` without matplotlib or Pillow. Writes
+    nothing (the command line uses it to check its arguments)."""
+    if (not isinstance(fps, (int, float)) or isinstance(fps, bool)
+            or not np.isfinite(fps) or fps <= 0):
+        raise ValueError(f"Invalid fps={fps!r}: expected a number > 0.")
+    _matplotlib()
+    from matplotlib import animation
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".gif":
+        try:
+            import PIL  # noqa: F401
+        except ImportError as error:
+            raise ImportError(
+                f"Writing a GIF needs Pillow. Install it with: {INSTALL_HINT}"
+            ) from error
+        return animation.PillowWriter(fps=fps)
+    if suffix == ".mp4":
+        if not animation.FFMpegWriter.isAvailable():
+            raise RuntimeError(
+                f"Writing '{path}' needs ffmpeg, which was not found on the "
+                "PATH. Install ffmpeg, or write a .gif instead."
+            )
+        return animation.FFMpegWriter(fps=fps)
+    raise ValueError(
+        f"Cannot animate to '{path}': the file must end in .gif or .mp4."
+    )
+
+
+def _check_figure_format(path):
+    """Raises a `ValueError` unless matplotlib can save a figure to `path`
+    (judged by its suffix; none means matplotlib's default, PNG)."""
+    _matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise ValueError(
+            f"Cannot save a figure as '{path}': matplotlib writes "
+            f"{', '.join('.' + f for f in sorted(formats))}."
+        )
 
 
 def figure_to_array(figure):

@@ -1,5 +1,5 @@
-"""The command line's speed, and the light package import it relies on:
-reading a snapshot file imports no deep-learning backend, while
+"""The command line's arguments and speed, and the light package import it
+relies on: reading a snapshot file imports no deep-learning backend, while
 `import keras_learnact` still registers the layers for `load_model`.
 
 (`tests/test_plotting.py` checks what the `plot` and `info` commands draw
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import keras_learnact
+from keras_learnact import cli
 from keras_learnact import snapshots as ks
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,74 @@ def python(*args, code=None):
     command = [sys.executable, *args] + (["-c", code] if code else [])
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
+
+
+# -- every argument is checked before anything is written --
+
+BAD_ARGUMENTS = [  # (the option named in the error, the arguments)
+    ("--channels", ["--channels", "0"]),
+    ("--channels", ["--channels", "-3"]),
+    ("--channels", ["--channels", "two"]),
+    ("--fps", ["--fps", "-1"]),
+    ("--fps", ["--fps", "nan"]),
+    ("--dpi", ["--dpi", "0"]),
+    ("--fps", ["--fps", "-1", "--gif", "{tmp}/e.gif"]),
+    ("--gif", ["--gif", "{tmp}/evolution.avi"]),
+    ("--final", ["--final", "{tmp}/final.docx"]),
+]
+
+
+@pytest.mark.parametrize("option, bad", BAD_ARGUMENTS, ids=[
+    " ".join(bad).replace("{tmp}/", "") for _, bad in BAD_ARGUMENTS])
+def test_bad_arguments_exit_2_with_the_usage_before_writing(
+        option, bad, saved, tmp_path, capsys):
+    """Issue #16 6: these exited 1, or failed after the PNG was written."""
+    bad = [a.format(tmp=tmp_path) for a in bad]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plot", saved, "-o", str(tmp_path / "e.png"), *bad])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: keras-learnact plot")
+    assert f"error: argument {option}: " in err
+    assert bad[bad.index(option) + 1] in err  # the bad value, named
+    assert os.listdir(tmp_path) == ["activations.npz"]  # nothing written
+
+
+def test_mp4_without_ffmpeg_exits_2_before_writing(
+        saved, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg to be found
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plot", saved, "-o", str(tmp_path / "evolution.png"),
+                  "--gif", str(tmp_path / "evolution.mp4")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage:") and "ffmpeg" in err
+    assert os.listdir(tmp_path) == ["activations.npz"]
+
+
+def test_a_missing_output_folder_exits_1_before_writing(
+        saved, tmp_path, capsys):
+    gif = str(tmp_path / "missing" / "evolution.gif")
+    code = cli.main(["plot", saved, "-o", str(tmp_path / "evolution.png"),
+                     "--gif", gif])
+    assert code == 1
+    assert gif in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["activations.npz"]
+
+
+def test_good_arguments_still_plot(saved, tmp_path):
+    pytest.importorskip("matplotlib")
+    png, gif = tmp_path / "e.png", tmp_path / "e.gif"
+    assert cli.main(["plot", saved, "-o", str(png), "--gif", str(gif),
+                     "--channels", "1", "--fps", "2.5", "--dpi", "30"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert gif.read_bytes()[:3] == b"GIF"
+
+
+def test_version():
+    done = python("-m", "keras_learnact", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"keras-learnact {keras_learnact.__version__}\n"
 
 
 # -- reading a file imports no backend --
