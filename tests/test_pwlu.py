@@ -518,6 +518,176 @@ if BACKEND == "tensorflow":
         assert "MIRRORED-OK" in out.stdout, out.stderr[-3000:]
 
 
+# -- statistics that one batch cannot spoil (issue #16) --
+
+def np_statistics_update(mean, std, batch, momentum=0.9, bound=4.0):
+    """The documented update of one channel's running statistics, in
+    float64: the finite entries' moments, bounded by `bound` reference
+    scales `max(|mean| + std, 1e-4)` before the moving average."""
+    finite = np.asarray(batch, "float64")
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return mean, std
+    if finite.size == 1:
+        batch_mean, batch_std = finite[0], abs(finite[0] - mean)
+    else:
+        batch_mean, batch_std = finite.mean(), finite.std()
+    reach = bound * max(abs(mean) + std, 1e-4)
+    batch_mean = np.clip(batch_mean, mean - reach, mean + reach)
+    batch_std = min(batch_std, reach)
+    return (momentum * mean + (1 - momentum) * batch_mean,
+            momentum * std + (1 - momentum) * batch_std)
+
+
+def statistics(layer):
+    return [np.atleast_1d(ops.convert_to_numpy(v)).astype("float64")
+            for v in (layer.moving_mean, layer.moving_std)]
+
+
+def expected_statistics(layer, x, before):
+    """`np_statistics_update` per channel of the last axis (or over all of
+    `x` for layer granularity), from the statistics `before`."""
+    columns = [x.ravel()] if layer.granularity == "layer" else [
+        x[..., c].ravel() for c in range(x.shape[-1])]
+    updates = [np_statistics_update(mean, std, column, layer.momentum)
+               for mean, std, column in zip(*before, columns, strict=True)]
+    return [np.array(v) for v in zip(*updates, strict=True)]
+
+
+BAD_ENTRIES = {
+    "outlier-1e20": [1e20],
+    "outlier-float32-max": [3e38],
+    "outliers-both-signs": [3.4e38, -3.4e38],
+    "nan": [np.nan],
+    "inf": [np.inf, -np.inf],
+    "nan-and-outlier": [np.nan, -1e20],
+}
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+@pytest.mark.parametrize("bad", list(BAD_ENTRIES), ids=list(BAD_ENTRIES))
+def test_one_bad_batch_moves_statistics_boundedly(bad, granularity):
+    # Issue #16, 2: one entry of 1e20 (or one NaN) in one phase-I batch
+    # made moving_std inf/NaN and, after realign(), the channel NaN.
+    layer = PWLU(num_intervals=8, granularity=granularity)
+    rng = np.random.default_rng(12)
+    clean = (rng.normal(size=(32, 3)) * [1.0, 2.0, 0.5] + [0.5, -1.0, 2.0])
+    clean = clean.astype("float32")
+    values(layer, clean, training=True)
+    before = statistics(layer)
+    x = clean.copy()
+    x[3:3 + len(BAD_ENTRIES[bad]), 1] = BAD_ENTRIES[bad]
+    values(layer, x, training=True)
+    after = statistics(layer)
+    expected = expected_statistics(layer, x, before)
+    for got, want in zip(after, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # Bounded: at most 0.4 reference scales from where they were.
+    reach = 0.4 * np.maximum(np.abs(before[0]) + before[1], 1e-4)
+    assert np.all(np.abs(after[0] - before[0]) <= reach * (1 + 1e-6))
+    assert np.all(np.abs(after[1] - before[1]) <= reach * (1 + 1e-6))
+    layer.realign()
+    for name, value in layer.parameter_values().items():
+        assert np.all(np.isfinite(value)), name
+    probe = np.concatenate([clean, [[3e38, -3e38, 1e30]]]).astype("float32")
+    assert not np.any(np.isnan(values(layer, probe)))
+
+
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+def test_compiled_fit_statistics_survive_a_bad_batch(jit_compile):
+    # Compiled by XLA, the scaled moments must not lose the batch either
+    # (on JAX, XLA divided by a broadcast scale through its reciprocal,
+    # which it flushes to 0 when subnormal: 1 / 3e38).
+    layer = PWLU(num_intervals=4)
+    model = keras.Sequential([keras.Input((3,)), layer])
+    model.compile("sgd", "mse", jit_compile=jit_compile)
+    x = np.random.default_rng(19).normal(size=(32, 3)).astype("float32")
+    x[20, 1], x[21, 1], x[22, 2] = 3e38, -np.inf, np.nan
+    expected = [np.zeros(3), np.ones(3)]
+    for batch in (x[:16], x[16:]):
+        expected = expected_statistics(layer, batch, expected)
+    model.fit(x, np.zeros_like(x), batch_size=16, epochs=1, verbose=0,
+              shuffle=False)
+    for got, want in zip(statistics(layer), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_statistics_leave_non_finite_entries_out():
+    # A channel with some NaN and infinite entries has the statistics of
+    # its finite entries; the others are untouched by them.
+    layer = PWLU(num_intervals=4, momentum=0.0)
+    x = np.random.default_rng(13).normal(size=(64, 2)).astype("float32")
+    x[::4, 0] = np.nan
+    x[1::4, 0] = np.inf
+    values(layer, x, training=True)
+    mean, std = statistics(layer)
+    finite = x[np.isfinite(x[:, 0]), 0].astype("float64")
+    np.testing.assert_allclose(mean, [finite.mean(), x[:, 1].mean()],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, [finite.std(), x[:, 1].std()],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_empty_batch_changes_nothing(granularity):
+    # Issue #16, 3: an empty training batch left NaN statistics.
+    layer = PWLU(num_intervals=4, granularity=granularity)
+    x = np.random.default_rng(14).normal(size=(16, 4)).astype("float32")
+    values(layer, x, training=True)
+    before = statistics(layer)
+    y = values(layer, np.zeros((0, 4), "float32"), training=True)
+    assert y.shape == (0, 4)
+    for got, want in zip(statistics(layer), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    if BACKEND == "tensorflow":
+        # As reported. (Keras's JAX trainer cannot take a step on an empty
+        # batch at all: its loss is then not a scalar.)
+        model = keras.Sequential([keras.Input((4,)), layer,
+                                  keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        model.train_on_batch(np.zeros((0, 4), "float32"),
+                             np.zeros((0, 1), "float32"))
+        for got, want in zip(statistics(layer), before, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_batches_of_one_keep_a_meaningful_range():
+    # Issue #16, 3: with one element per channel the batch standard
+    # deviation is 0, and a phase I of batches of one shrank sigma towards
+    # 0 (the realigned range collapsed to 1e-4). The element's distance
+    # from the running mean stands for it.
+    layer = PWLU(num_intervals=8)
+    layer.build((None, 2))
+    rng = np.random.default_rng(15)
+    data = (rng.normal(size=(300, 1, 2)) * [1.5, 0.2] + [2.0, -1.0])
+    data = data.astype("float32")
+    expected = statistics(layer)
+    for x in data:
+        values(layer, x, training=True)
+        expected = expected_statistics(layer, x, expected)
+    mean, std = statistics(layer)
+    np.testing.assert_allclose(mean, expected[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(std, expected[1], rtol=1e-4, atol=1e-5)
+    # The mean of |x - mu| of a normal variable is 0.8 sigma.
+    np.testing.assert_allclose(std, [1.2, 0.16], rtol=0.35)
+    np.testing.assert_allclose(mean, [2.0, -1.0], atol=0.6)
+
+
+def test_realign_from_huge_statistics_stays_finite():
+    # Statistics near the float32 maximum (data that large, for long)
+    # put the bounds at +-inf; they are kept within a quarter of the range.
+    layer = PWLU(num_intervals=8)
+    layer.build((None, 3))
+    layer.moving_mean.assign([0.0, 3e38, -1e38])
+    layer.moving_std.assign([1e38, 3e38, 0.0])
+    layer.realign()
+    for name, value in layer.parameter_values().items():
+        assert np.all(np.isfinite(value)), name
+    x = np.array([[0.0, 3e38, -3e38], [1e30, -1e30, 5.0],
+                  [-1e38, 1e38, -1e38]], "float32")
+    assert not np.any(np.isnan(values(layer, x)))
+
+
 # -- bad input --
 
 @pytest.mark.parametrize("kwargs, pattern", [
