@@ -688,6 +688,26 @@ def test_realign_from_huge_statistics_stays_finite():
     assert not np.any(np.isnan(values(layer, x)))
 
 
+# -- inputs of other dtypes --
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8", "bool"])
+def test_integer_inputs_compute_in_float_like_dense(dtype):
+    # Issue #16, 3: PWLU returned int32 and truncated.
+    layer = PWLU(num_intervals=5, granularity="layer")
+    layer.build((None, 7))
+    (params,) = random_parameters(layer, seed=16)
+    x = np.array([[-3, -2, -1, 0, 1, 2, 3]]).astype(dtype)
+    if dtype == "uint8":
+        x = np.abs(x.astype("int32")).astype(dtype)
+    y = layer(x)
+    dense = keras.layers.Dense(2)(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    assert y.dtype == dense.dtype
+    np.testing.assert_allclose(ops.convert_to_numpy(y),
+                               np_pwlu(x.astype("float64"), *params),
+                               rtol=1e-5, atol=1e-5)
+
+
 # -- bad input --
 
 @pytest.mark.parametrize("kwargs, pattern", [

@@ -195,6 +195,9 @@ class PWLU(LearnableActivation):
     phase I. `realign()` keeps the bounds within a quarter of the dtype's
     range, so the unit stays finite whatever the statistics.
 
+    Inputs of integer or boolean dtype are computed, like `Dense` does, in
+    the layer's compute dtype, which is also the output's dtype.
+
     Because no gradient reaches the parameters in phase I, optimiser moments
     are still zero when phase II starts. Weight decay, however, acts in
     phase I too (harmlessly: realignment resets every parameter) and in
@@ -404,6 +407,11 @@ class PWLU(LearnableActivation):
                     lambda: relu_tables)
 
     def call(self, inputs, training=None):
+        inputs = ops.convert_to_tensor(inputs)
+        if not keras.backend.is_float_dtype(inputs.dtype):
+            # As `Dense` does: integer and boolean inputs (which Keras does
+            # not autocast) give outputs in the compute dtype.
+            inputs = ops.cast(inputs, self.compute_dtype)
         dtype = self.variable_dtype
         x = ops.cast(inputs, dtype)
         if training:
