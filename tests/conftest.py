@@ -39,3 +39,22 @@ def _fresh_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Lists the timings that tests record with
+    `record_property("timing", text)` (the smoke matrix's cells), which
+    reach this process from pytest-xdist's workers with their reports."""
+    rows = sorted(
+        (report.nodeid.split("::", 1)[-1], value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "timing"
+    )
+    if rows:
+        terminalreporter.write_sep("=", "timings")
+        width = max(len(test) for test, _ in rows)
+        for test, value in rows:
+            terminalreporter.write_line(f"{test:<{width}}  {value}")

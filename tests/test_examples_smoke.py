@@ -1,0 +1,232 @@
+"""Smoke matrix of the CIFAR example (issue #21): every network with every
+learnable family, two training steps at the batch size of its paper.
+
+A cell builds one network of `examples/cifar_models.py` with one activation
+everywhere, compiles it (Adam, sparse cross-entropy on logits) and trains two
+steps on random CIFAR-shaped data at the paper's batch size (256 for the ABU
+paper's smcn family, 128 for the ResNets); both losses must be finite. Two
+steps, because a step can leak state that only the next one trips over
+(ResNet-18 with PWLU at batch 128 failed on TensorFlow from the second
+step, tests/test_control_flow.py). Each cell records its time to the first
+step (building, compiling, tracing and the step itself) and of the second;
+the summary at the end of the run lists them (tests/conftest.py).
+
+Activations: ReLU, the baseline, and one of each learnable family present
+(`abu`, `alpha-swish` for AdaptiveScaling, `deu`, `slaf`, `pwlu`). On each
+backend:
+
+* TensorFlow: every network with every activation, traced without XLA;
+  with `jit_compile=True`, the diagonal below. The full matrix under XLA
+  would take about 20 minutes of one process instead of 4 (estimated from
+  11 of its cells), past the CI budget of 45 minutes in all: XLA's CPU
+  kernels are slow (smcn's training step, with its dropout and max
+  pooling, takes 11 to 18 s against 1 s without XLA).
+* JAX (jit-compiled) and PyTorch (eager): the diagonal.
+
+The diagonal gives network i the i-th learnable family, cycling, so that
+each network and each family appear once; the network that gets DEU also
+gets ReLU, for the comparison below. Cells of the other backends are not
+generated. The networks are `NETWORKS`.
+
+Wherever a network has both a DEU and a ReLU cell in one mode, a separate
+case checks that DEU's time to the first step is within 3x ReLU's (`-k "not
+deu"` deselects it with the DEU cells). Each network is one test class, so
+that pytest-xdist's `--dist loadscope` runs the comparison in the process
+that timed both cells and spreads the networks over the workers.
+
+The whole module is marked slow and the test command (tox) runs it;
+`-m "not slow"` leaves it out. Without DEU, on a shared 2-core CPU, one
+process: TensorFlow 12 min without XLA and 4 min for the XLA diagonal, JAX
+3 min, PyTorch 3.5 min.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import cifar_models  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    # PWLU's phase I has no gradient for its table (documented in
+    # docs/layers/pwlu.md); Keras warns about it on PyTorch.
+    pytest.mark.filterwarnings("ignore:Gradients do not exist:UserWarning"),
+]
+
+NETWORKS = cifar_models.MODELS
+BASELINE = "relu"
+# One name per learnable family, in the diagonal's order: it puts PWLU on
+# ResNet-18 (the network of issue #21) and ABU on smcnBN (whose ABU is the
+# batch-normalised blend).
+FAMILIES = tuple(
+    name for name in ("slaf", "deu", "alpha-swish", "abu", "pwlu")
+    if name in cifar_models.ACTIVATIONS
+)
+NUM_CLASSES = 10
+RATIO_LIMIT = 3.0
+BACKEND = keras.backend.backend()
+# Mode label -> the `jit_compile` argument of `Model.compile`.
+MODES = {
+    "tensorflow": {"graph": False, "xla": True},
+    "jax": {"jit": True},
+    "torch": {"eager": False},
+}.get(BACKEND, {})
+# The modes that run every activation in every network; the others run
+# the diagonal.
+FULL = {"graph"}
+
+# (network, activation, mode) -> seconds to the first step, for the
+# comparison cases of the same class.
+FIRST_STEP = {}
+# The `jit_compile` values whose compiler this process has used.
+WARM = set()
+
+
+def batch_size(network):
+    """The batch size of the network's paper."""
+    return 256 if network.startswith("smcn") else 128
+
+
+def _diagonal():
+    pairs = []
+    for i, network in enumerate(NETWORKS):
+        family = FAMILIES[i % len(FAMILIES)]
+        if family == "deu":
+            pairs.append((network, BASELINE))
+        pairs.append((network, family))
+    return pairs
+
+
+def _warm_up(jit_compile):
+    """One step of a tiny model, so that no cell pays for the first use of
+    the backend's compiler in the process."""
+    if jit_compile in WARM:
+        return
+    WARM.add(jit_compile)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("adam", "mse", jit_compile=jit_compile)
+    model.train_on_batch(np.ones((2, 4), "float32"),
+                         np.ones((2, 2), "float32"))
+    keras.backend.clear_session()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """Two training steps of one network with one activation in one mode."""
+
+    network: str
+    activation: str
+    mode: str
+
+    @property
+    def id(self):
+        return f"{self.network}-{self.activation}-{self.mode}"
+
+    def run(self, record_property):
+        jit_compile = MODES[self.mode]
+        _warm_up(jit_compile)
+        keras.utils.set_random_seed(0)  # the same weights, warm-up or not
+        size = batch_size(self.network)
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2, size, 32, 32, 3)).astype("float32")
+        y = rng.integers(0, NUM_CLASSES, (2, size))
+        start = time.perf_counter()
+        model = cifar_models.build_model(
+            self.network, self.activation, NUM_CLASSES
+        )
+        model.compile(
+            optimizer="adam",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=jit_compile,
+        )
+        first_loss = float(model.train_on_batch(x[0], y[0]))
+        first = time.perf_counter() - start
+        FIRST_STEP[self.network, self.activation, self.mode] = first
+        timing = f"first step {first:7.1f} s"
+        try:  # the time is reported when the second step fails too
+            second_loss = float(model.train_on_batch(x[1], y[1]))
+            second = time.perf_counter() - start - first
+            timing += (f"  second {second:6.2f} s  batch {size}  "
+                       f"losses {first_loss:.3f} {second_loss:.3f}")
+        finally:
+            record_property("timing", timing)
+        assert np.isfinite(first_loss), first_loss
+        assert np.isfinite(second_loss), second_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstStepRatio:
+    """DEU's time to the first step within `RATIO_LIMIT` times ReLU's, both
+    timed by this class's cells."""
+
+    network: str
+    mode: str
+
+    @property
+    def id(self):
+        return f"{self.network}-deu-vs-{BASELINE}-{self.mode}"
+
+    def run(self, record_property):
+        times = [FIRST_STEP.get((self.network, name, self.mode))
+                 for name in ("deu", BASELINE)]
+        if None in times:
+            pytest.skip("needs both cells, run earlier in this process")
+        deu, relu = times
+        record_property(
+            "timing",
+            f"deu {deu:.1f} s / {BASELINE} {relu:.1f} s = {deu / relu:.1f}x "
+            f"(limit {RATIO_LIMIT:g}x)",
+        )
+        assert deu <= RATIO_LIMIT * relu, (deu, relu)
+
+
+def network_cases(network):
+    """The cells of one network on this backend, comparisons last."""
+    diagonal = _diagonal()
+    cells = []
+    for mode in MODES:
+        if mode in FULL:
+            names = (BASELINE, *FAMILIES)
+        else:
+            names = [name for net, name in diagonal if net == network]
+        cells.extend(Cell(network, name, mode) for name in names)
+    ratios = [
+        FirstStepRatio(network, mode) for mode in MODES
+        if {"deu", BASELINE} <= {c.activation for c in cells if c.mode == mode}
+    ]
+    return [*cells, *ratios]
+
+
+class _Network:
+    """One network's cases; conftest.py parametrises `case` over them."""
+
+    cases = ()
+
+    def test_smoke(self, case, record_property):
+        case.run(record_property)
+
+
+# One class per network (TestSmcn, ..., TestResnet32): a network added to
+# NETWORKS gets its class.
+for _network in NETWORKS:
+    _name = f"Test{_network[0].upper()}{_network[1:]}"
+    globals()[_name] = type(
+        _name, (_Network,), {"cases": network_cases(_network)}
+    )
+
+
+def test_matrix_covers_every_network_and_family():
+    every = [c for cls in _Network.__subclasses__() for c in cls.cases
+             if isinstance(c, Cell)]
+    for mode in MODES:
+        cells = {(c.network, c.activation) for c in every if c.mode == mode}
+        assert {net for net, _ in cells} == set(NETWORKS)
+        assert {name for _, name in cells} >= set(FAMILIES)
