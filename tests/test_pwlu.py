@@ -708,6 +708,99 @@ def test_integer_inputs_compute_in_float_like_dense(dtype):
                                rtol=1e-5, atol=1e-5)
 
 
+# -- TensorFlow Lite (issue #16, 4) --
+
+def tflite_outputs(model, x, mode):
+    """The outputs of `model` converted to TensorFlow Lite in `mode`
+    (`"float"`, `"float16"` or `"dynamic"` range quantisation)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if mode != "float":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    (entry,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(entry["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], x)
+    interpreter.invoke()
+    (result,) = interpreter.get_output_details()
+    return interpreter.get_tensor(result["index"])
+
+
+TFLITE_CASES = {
+    # 64 channels: 1152 table entries, above the 1024 from which dynamic
+    # range quantisation stores a constant as int8.
+    "phase1-channel": ("channel", False),
+    "phase2-channel": ("channel", True),
+    "phase2-layer": ("layer", True),
+}
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="TensorFlow Lite converts TensorFlow models")
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+@pytest.mark.parametrize("mode", ["float", "float16", "dynamic"])
+@pytest.mark.parametrize("case", list(TFLITE_CASES), ids=list(TFLITE_CASES))
+def test_tflite_outputs_match_keras(case, mode):
+    # float16 crashed ("gather index out of bounds": 2^23 stored as
+    # float16); dynamic range stored the tables as int8.
+    granularity, learned = TFLITE_CASES[case]
+    channels = 64
+    layer = PWLU(num_intervals=16, granularity=granularity)
+    model = keras.Sequential([keras.Input((channels,)), layer])
+    params = random_parameters(layer, seed=17) if learned else None
+    if not learned:
+        layer.realigned.assign(0.0)
+    rng = np.random.default_rng(18)
+    x = (rng.normal(size=(32, channels)) * 2.0).astype("float32")
+    x[0, :8] = [1e30, -1e30, 3e38, -3e38, 0.0, 1e-3, -1e-3, 1e10]
+    x[1, :2] = [1e-6, -1e-6]
+    keras_y = ops.convert_to_numpy(model(x))
+    if learned:
+        per_channel = params * channels if granularity == "layer" else params
+        expected = np.stack([np_pwlu(x[:, c], *per_channel[c])
+                             for c in range(channels)], axis=1)
+        moderate = np.abs(x) < 100
+        np.testing.assert_allclose(keras_y[moderate], expected[moderate],
+                                   rtol=1e-5, atol=1e-5)
+    else:
+        expected = np.maximum(x, 0.0)
+        np.testing.assert_array_equal(keras_y, expected)
+    got = tflite_outputs(model, x, mode)
+    assert not np.any(np.isnan(got))
+    if mode != "float16":
+        np.testing.assert_allclose(got, keras_y, rtol=1e-6, atol=1e-6)
+        return
+    # Float16 stores the bounds, `BL - d` and `1 / d`, with a relative
+    # error up to 2^-11, which moves a breakpoint near `x` by at most
+    # `2^-11 (|BL - d| + |x - BL + d|)`; the output then moves by that
+    # times the change of slope there. Far outside the bounds (|x| >= 100)
+    # the segment is the tail either way and the tables are exact.
+    tails = np.abs(x) >= 100
+    np.testing.assert_allclose(got[tails], keras_y[tails], rtol=1e-6)
+    if learned:
+        per_channel = params * channels if granularity == "layer" else params
+        start, jump = [], []
+        for left, right, heights, kl, kr in per_channel:
+            step = (right - left) / 16
+            slopes = np.concatenate([[kl], np.diff(heights) / step, [kr]])
+            start.append(left - step)
+            jump.append(np.max(np.abs(np.diff(slopes))))
+        start, jump = np.array(start), np.array(jump)
+    else:
+        start, jump = np.zeros(channels), np.ones(channels)
+    shift = 2.0**-11 * (np.abs(start) + np.abs(x - start)) * 1.01
+    # Phase I's `1 / d = 2^126` saturates to 65504: inputs below 1 / 65504
+    # give 0.
+    tolerance = shift * jump + 1.0 / 65504
+    error = np.abs(got.astype("float64") - keras_y)
+    assert np.all(error[~tails] <= tolerance[~tails]), np.max(
+        error[~tails] / tolerance[~tails])
+
+
 # -- bad input --
 
 @pytest.mark.parametrize("kwargs, pattern", [

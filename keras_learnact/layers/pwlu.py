@@ -26,10 +26,24 @@ RELU_INVERSE_STEP = 2.0**126
 OUTLIER_BOUND = 4.0
 
 
-# A float32 holding an integer `0 <= v < 2^23`, plus 2^23, has `v` in its
-# mantissa bits: viewed as int32 it is `v + MAGIC_BITS`.
-MAGIC = 2.0**23
-MAGIC_BITS = 0x4B000000
+# The flattened tables of a layer stay below 2^23 entries (a float32 holds
+# every whole number up to 2^23, so each index is exact in float32 too).
+TABLE_LIMIT = 2**23
+
+# A float32 holding a whole number `0 <= v < 2^23`, times 2^-12 plus 2^11,
+# has `v` in its mantissa bits (float32s in [2^11, 2^12) are 2^-12 apart):
+# viewed as int32 it is `v + INDEX_BASE_BITS`. The usual form, `v + 2^23`,
+# needs a constant that TensorFlow Lite's float16 quantisation, which
+# stores every float constant as float16, saturates to 65504 (and the
+# lookup then read outside its table); 2^-12 and 2^11 are exact in float16.
+INDEX_SCALE = 2.0**-12
+INDEX_BASE = 2.0**11
+INDEX_BASE_BITS = 0x45000000
+
+# The integer dtype whose values hold a float table's bits, by item size:
+# TensorFlow gathers the tables as integers, which TensorFlow Lite's
+# quantisations leave exact (see `take`).
+_BITS_DTYPES = {2: "int16", 4: "int32", 8: "int64"}
 
 
 def segment_index(u, top, row_starts=None):
@@ -40,18 +54,25 @@ def segment_index(u, top, row_starts=None):
 
     On the XLA backends (TensorFlow's fused kernels, JAX) in float32 the
     index is kept in floating point and its integer read from the bits of
-    `v + 2^23` rather than with a cast: XLA compiles a float-to-int cast
-    with saturation checks, and every integer operation adds to a loop that
-    the table lookup already keeps from being vectorised (measured on a
-    2-core CPU, 128x32x32x32 input: a forward kernel of 10.7 ms with the
-    cast and integer clipping, 8.2 ms with this).
+    `v 2^-12 + 2^11` rather than with a cast: XLA compiles a float-to-int
+    cast with saturation checks, and every integer operation adds to a loop
+    that the table lookup already keeps from being vectorised (measured on
+    a 2-core CPU, 128x32x32x32 input: a forward kernel of 10.7 ms with the
+    cast and integer clipping, 8.2 ms with the bits of `v + 2^23`). The
+    form `v 2^-12 + 2^11` costs one multiply more than `v + 2^23`, which
+    did not show in the layer's forward and backward times on TensorFlow
+    and JAX (fastest of 40-60 interleaved runs each; the cast alone
+    measured up to 10 % slower there), and all its constants are exact in
+    float16, so that TensorFlow Lite's float16 quantisation keeps the
+    index exact (for `top` up to 2048).
 
     Args:
         u: a float tensor.
-        top: the largest index before `row_starts`, a Python int.
-        row_starts: an optional float tensor of whole numbers that
-            broadcasts with `u`, added to the index (the row of a flattened
-            per-channel table); the total must stay below 2^23.
+        top: the largest index before `row_starts`, a Python int below
+            2^23.
+        row_starts: an optional tensor of whole numbers (integer or float)
+            that broadcasts with `u`, added to the index in int32 (the row
+            of a flattened per-channel table).
 
     Returns:
         An int32 tensor shaped like `u`.
@@ -68,21 +89,24 @@ def segment_index(u, top, row_starts=None):
     """
     # `u > 0` is False for NaN; the floor of a clipped value is exact.
     v = ops.floor(ops.minimum(ops.where(u > 0, u, 0.0), float(top)))
-    if row_starts is not None:
-        v = v + row_starts
     v = ops.stop_gradient(v)
+    offset = 0
+    if row_starts is not None:
+        offset = ops.cast(row_starts, "int32")
     backend = keras.backend.backend()
-    if keras.backend.standardize_dtype(v.dtype) != "float32":
-        return ops.cast(v, "int32")
+    if (keras.backend.standardize_dtype(v.dtype) != "float32"
+            or backend not in ("tensorflow", "jax")):
+        return ops.cast(v, "int32") + offset  # no XLA: the cast is as fast
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.bitcast(v + MAGIC, tf.int32) - MAGIC_BITS
-    if backend == "jax":
+        bits = tf.bitcast(v * INDEX_SCALE + INDEX_BASE, tf.int32)
+    else:
         import jax
 
-        return jax.lax.bitcast_convert_type(v + MAGIC, "int32") - MAGIC_BITS
-    return ops.cast(v, "int32")  # no XLA: the cast is as fast
+        bits = jax.lax.bitcast_convert_type(
+            v * INDEX_SCALE + INDEX_BASE, "int32")
+    return bits + (offset - INDEX_BASE_BITS)
 
 
 def take(table, index):
@@ -93,6 +117,16 @@ def take(table, index):
     also fills out-of-range reads with NaN (two more compares and a
     select); `segment_index` never makes such an index, so TensorFlow and
     JAX gather directly.
+
+    On TensorFlow a floating table is gathered as the integers with its
+    bits and viewed as floats again (the same values, and free inside an
+    XLA kernel): TensorFlow Lite's converter folds the tables of a
+    converted model into constants, and its float16 and dynamic-range
+    quantisations would store them as float16 or int8 (measured: errors
+    up to a third of the output with the int8 tables of 100 channels),
+    but leave integer constants alone. TensorFlow's gradient of the lookup
+    is written by hand (`PWLU._lookup_gradient`), so nothing
+    differentiates the bits.
 
     Args:
         table: a 1-D tensor.
@@ -112,7 +146,11 @@ def take(table, index):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.gather(table, index)
+        if not table.dtype.is_floating:
+            return tf.gather(table, index)
+        bits = _BITS_DTYPES[table.dtype.size]
+        return tf.bitcast(tf.gather(tf.bitcast(table, bits), index),
+                          table.dtype)
     if keras.backend.backend() == "jax":
         import jax.numpy as jnp
 
@@ -289,11 +327,11 @@ class PWLU(LearnableActivation):
     def build(self, input_shape):
         super().build(input_shape)
         n = self.num_intervals
-        if self.channels * (n + 2) >= MAGIC:
+        if self.channels * (n + 2) >= TABLE_LIMIT:
             raise ValueError(
                 f"PWLU with num_intervals={n} on {self.channels} channels "
                 f"needs {self.channels * (n + 2)} table entries; allowed: "
-                f"fewer than 2^23 = {int(MAGIC)} (channels * "
+                f"fewer than 2^23 = {TABLE_LIMIT} (channels * "
                 "(num_intervals + 2))."
             )
         left, right = self.initial_bounds
@@ -330,7 +368,7 @@ class PWLU(LearnableActivation):
         self._relu_slopes = relu_slopes
         # Where each channel's row starts in the flattened tables.
         starts = np.arange(self.channels) * (n + 2)
-        self._row_starts = starts.astype("float32").reshape(self.param_shape())
+        self._row_starts = starts.astype("int32").reshape(self.param_shape())
 
     # -- the function --------------------------------------------------------
 
@@ -435,7 +473,7 @@ class PWLU(LearnableActivation):
         row_starts = None
         if self.granularity == "channel":
             row_starts = self.broadcast(
-                ops.convert_to_tensor(self._row_starts, x.dtype), ndim
+                ops.convert_to_tensor(self._row_starts, "int32"), ndim
             )
         return segment_index(u, self.num_intervals + 1, row_starts)
 
