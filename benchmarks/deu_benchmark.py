@@ -48,13 +48,13 @@ class NaiveDEU(DEU):
         super().__init__(**kwargs)
 
     def call(self, inputs, training=None):
-        t = ops.cast(inputs, "float32")
+        t = ops.cast(inputs, self._dtype())
         ndim = len(t.shape)
         a, b, c, c1, c2 = (self.broadcast(p, ndim)
                            for p in self._ode_parameters())
         eps, cap = self.epsilon, self.exponent_cap
         one = ops.ones_like(a)
-        step = ops.cast(t > 0, "float32")
+        step = ops.cast(t > 0, t.dtype)
 
         def exp(z):
             return ops.exp(ops.minimum(z, cap))

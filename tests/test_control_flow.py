@@ -69,12 +69,14 @@ if keras.backend.backend() == "tensorflow":
         (lambda: kla.layers.PWLU(), (8, 4, 4, 3), None),
         (lambda: kla.layers.PWLU(), (8, 4, 4, 3), _realign),
         (lambda: kla.layers.PWLU(granularity="layer"), (8, 5), None),
+        (lambda: kla.layers.DEU(), (8, 4, 4, 3), None),
+        (lambda: kla.layers.DEU(granularity="layer"), (8, 5), None),
         (lambda: kla.layers.ABU(), (8, 4, 4, 3), None),
         (lambda: kla.layers.SLAF(), (8, 4, 4, 3), None),
         (lambda: kla.layers.SLAF(normalization="none"), (8, 5), None),
         (lambda: kla.layers.AdaptiveScaling("swish"), (8, 5), None),
-    ], ids=["pwlu-phase1", "pwlu-phase2", "pwlu-layer", "abu", "slaf",
-            "slaf-raw", "alpha-swish"])
+    ], ids=["pwlu-phase1", "pwlu-phase2", "pwlu-layer", "deu", "deu-layer",
+            "abu", "slaf", "slaf-raw", "alpha-swish"])
     def test_no_gradient_sum_inside_a_conditional(make, shape, phase):
         assert _sums_in_branches(make(), shape, phase) == []
 

@@ -424,16 +424,20 @@ def test_error_lists_critical_damping_options():
 
 # -- the benchmark's yardstick --
 
-def test_benchmark_naive_deu_computes_the_same_function():
-    # benchmarks/deu_benchmark.py times DEU against NaiveDEU, which
-    # evaluates all eleven closed forms for every element: a fair yardstick
-    # only while it runs and computes the same function.
+def naive_deu_class():
     path = os.path.join(REPO_ROOT, "benchmarks", "deu_benchmark.py")
     spec = importlib.util.spec_from_file_location("deu_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module.NaiveDEU
+
+
+def test_benchmark_naive_deu_computes_the_same_function():
+    # benchmarks/deu_benchmark.py times DEU against NaiveDEU, which
+    # evaluates all eleven closed forms for every element: a fair yardstick
+    # only while it runs and computes the same function.
     params = all_parameters()
-    naive = module.NaiveDEU()
+    naive = naive_deu_class()()
     naive.build((None, len(params)))
     for i, name in enumerate(("a", "b", "c", "c1", "c2")):
         getattr(naive, name).assign(params[:, i])
@@ -443,6 +447,37 @@ def test_benchmark_naive_deu_computes_the_same_function():
     # Both sum terms of size up to 1/|c| (<= 100 where c counts), so they
     # agree to float32 rounding at that scale.
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_closed_form_backward_matches_autodiff_of_every_branch(granularity):
+    # DEU's backward pass is written by hand (`deu_gradient`, the terms no
+    # unit uses skipped); NaiveDEU computes the same function as all
+    # eleven closed forms written out and is differentiated by the
+    # backend. Every case, with c1 and c2 nonzero, in float64.
+    params = np.array([(*ONE_PER_CASE[name], 0.3, -0.2) for name in CASES])
+    x = np.linspace(-1.9, 2.1, 9)[:, None]
+    if granularity == "channel":
+        settings = [params]
+        x = x.repeat(len(params), 1)
+    else:
+        settings = [params[i] for i in range(len(params))]
+        x = x.repeat(3, 1)
+    hand = DEU(dtype="float64", granularity=granularity,
+               surrogate_gradient=False)
+    auto = naive_deu_class()(dtype="float64", granularity=granularity)
+    for layer in (hand, auto):
+        layer.build((None, x.shape[1]))
+    for values in settings:
+        for layer in (hand, auto):
+            for i, name in enumerate(("a", "b", "c", "c1", "c2")):
+                getattr(layer, name).assign(values[..., i])
+        got, expected = (analytic_gradients(layer, x, training=True)
+                         for layer in (hand, auto))
+        assert got.keys() == expected.keys()
+        for name in got:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-6,
+                                       atol=1e-8, err_msg=name)
 
 
 # -- the shared contract --

@@ -25,14 +25,14 @@ backend:
 
 The diagonal gives network i the i-th learnable family, cycling, so that
 each network and each family appear once; the network that gets DEU also
-gets ReLU, for the comparison below. Cells of the other backends are not
+gets ReLU, for comparison. Cells of the other backends are not
 generated. The networks are `NETWORKS`.
 
-Wherever a network has both a DEU and a ReLU cell in one mode, a separate
-case checks that DEU's time to the first step is within 3x ReLU's (`-k "not
-deu"` deselects it with the DEU cells). Each network is one test class, so
-that pytest-xdist's `--dist loadscope` runs the comparison in the process
-that timed both cells and spreads the networks over the workers.
+Each network is one test class, so that pytest-xdist's `--dist loadscope`
+spreads the networks over the workers. The times are printed, not
+asserted (a test must not depend on the machine's speed or load): DEU's
+time to the first step against ReLU's is measured side by side in fresh
+processes by `benchmarks/first_step_benchmark.py`.
 
 The whole module is marked slow and the test command (tox) runs it;
 `-m "not slow"` leaves it out. Without DEU, on a shared 2-core CPU, one
@@ -71,7 +71,6 @@ FAMILIES = tuple(
     if name in cifar_models.ACTIVATIONS
 )
 NUM_CLASSES = 10
-RATIO_LIMIT = 3.0
 BACKEND = keras.backend.backend()
 # Mode label -> the `jit_compile` argument of `Model.compile`.
 MODES = {
@@ -83,9 +82,6 @@ MODES = {
 # the diagonal.
 FULL = {"graph"}
 
-# (network, activation, mode) -> seconds to the first step, for the
-# comparison cases of the same class.
-FIRST_STEP = {}
 # The `jit_compile` values whose compiler this process has used.
 WARM = set()
 
@@ -149,7 +145,6 @@ class Cell:
         )
         first_loss = float(model.train_on_batch(x[0], y[0]))
         first = time.perf_counter() - start
-        FIRST_STEP[self.network, self.activation, self.mode] = first
         timing = f"first step {first:7.1f} s"
         try:  # the time is reported when the second step fails too
             second_loss = float(model.train_on_batch(x[1], y[1]))
@@ -162,34 +157,8 @@ class Cell:
         assert np.isfinite(second_loss), second_loss
 
 
-@dataclasses.dataclass(frozen=True)
-class FirstStepRatio:
-    """DEU's time to the first step within `RATIO_LIMIT` times ReLU's, both
-    timed by this class's cells."""
-
-    network: str
-    mode: str
-
-    @property
-    def id(self):
-        return f"{self.network}-deu-vs-{BASELINE}-{self.mode}"
-
-    def run(self, record_property):
-        times = [FIRST_STEP.get((self.network, name, self.mode))
-                 for name in ("deu", BASELINE)]
-        if None in times:
-            pytest.skip("needs both cells, run earlier in this process")
-        deu, relu = times
-        record_property(
-            "timing",
-            f"deu {deu:.1f} s / {BASELINE} {relu:.1f} s = {deu / relu:.1f}x "
-            f"(limit {RATIO_LIMIT:g}x)",
-        )
-        assert deu <= RATIO_LIMIT * relu, (deu, relu)
-
-
 def network_cases(network):
-    """The cells of one network on this backend, comparisons last."""
+    """The cells of one network on this backend."""
     diagonal = _diagonal()
     cells = []
     for mode in MODES:
@@ -198,11 +167,7 @@ def network_cases(network):
         else:
             names = [name for net, name in diagonal if net == network]
         cells.extend(Cell(network, name, mode) for name in names)
-    ratios = [
-        FirstStepRatio(network, mode) for mode in MODES
-        if {"deu", BASELINE} <= {c.activation for c in cells if c.mode == mode}
-    ]
-    return [*cells, *ratios]
+    return cells
 
 
 class _Network:
@@ -224,8 +189,7 @@ for _network in NETWORKS:
 
 
 def test_matrix_covers_every_network_and_family():
-    every = [c for cls in _Network.__subclasses__() for c in cls.cases
-             if isinstance(c, Cell)]
+    every = [c for cls in _Network.__subclasses__() for c in cls.cases]
     for mode in MODES:
         cells = {(c.network, c.activation) for c in every if c.mode == mode}
         assert {net for net, _ in cells} == set(NETWORKS)

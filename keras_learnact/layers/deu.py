@@ -1,8 +1,12 @@
 """Differential Equation Units: each unit is the solution of a learned ODE."""
 
+import functools
+
 import keras
 from keras import ops
 
+from keras_learnact.layers._fused import shared
+from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 from keras_learnact.layers.base import check_number
@@ -50,10 +54,12 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
 
     Returns:
         A dict from the names in `COEFFICIENTS` to tensors shaped like `a`,
-        plus `"live"`: a dict from the same names to scalar booleans, true
-        where the case of at least one unit uses that coefficient. A live
-        coefficient can be 0 (`c1` and `c2` start at 0) and still needs its
-        gradient; `deu_evaluate` skips only the terms that are not live.
+        plus `"used"`: a dict from the same names to boolean tensors shaped
+        like `a`, true for the units whose case uses that coefficient, and
+        `"live"`: the same reduced to scalars, true where at least one
+        unit uses it. A live coefficient can be 0 (`c1` and `c2` start at 0)
+        and still needs its gradient; `deu_evaluate` skips only the terms
+        that are not live.
 
     Examples:
 
@@ -74,13 +80,12 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     )
     both = ops.logical_and
     out = {name: zero for name in COEFFICIENTS}
-    live = {name: ops.convert_to_tensor(False) for name in COEFFICIENTS}
+    used = {name: ops.zeros_like(a, dtype="bool") for name in COEFFICIENTS}
 
     def add(mask, **values):
-        occupied = ops.any(mask)
         for name, value in values.items():
             out[name] = out[name] + ops.where(mask, value, zero)
-            live[name] = ops.logical_or(live[name], occupied)
+            used[name] = ops.logical_or(used[name], mask)
 
     def safe(mask, x, value):
         return ops.where(mask, x, value * one)
@@ -141,7 +146,8 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     add(m, r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
         MCP=c2, G2P=c1, K0Q=1.0 / cs, MCQ=-(bs + s) / (2.0 * s * cs),
         G2Q=-(s - bs) / (2.0 * s * cs))
-    out["live"] = live
+    out["used"] = used
+    out["live"] = {name: ops.any(u) for name, u in used.items()}
     return out
 
 
@@ -258,6 +264,279 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
     slope = (k1 + 2.0 * k2 * t + dg1 * inner + g1 * d_inner + g2c * dg2
              - k["S"] * dg2 / ((1.0 + g2) * (1.0 + g2)))
     return value, slope
+
+
+def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None):
+    """The backward pass of `deu_evaluate`, in closed form.
+
+    With `H = [t > 0]`, `X = X_P + H X_Q`, `g1 = E(r1 t)`, `g2 = E(r2 t)`,
+    `e_i = g_i` where the exponent is under its cap (else 0, as the cap is
+    flat), `inner = M1 t + MC cos(w t) + MS sin(w t)`:
+
+        dy/dt  = K1 + 2 K2 H t + r1 e1 inner
+                 + g1 (M1 + w (MS cos(w t) - MC sin(w t)))
+                 + r2 e2 (G2 - S / (1 + g2)^2)
+        dy/dr1 = t e1 inner          dy/dw  = t g1 (MS cos - MC sin)
+        dy/dr2 = t e2 (G2 - S / (1 + g2)^2)
+        dy/dX_P = b_X,  dy/dX_Q = H b_X,  with the bases
+        b_K0 = 1, b_K1 = t, b_M1 = g1 t, b_MC = g1 cos, b_MS = g1 sin,
+        b_G2 = g2;  dy/dK2 = H t^2,  dy/dS = 1 / (1 + g2).
+
+    Each coefficient's gradient is the sum of `upstream * dy/dX` over the
+    axes where the coefficient has size 1. Everything is recomputed from
+    `t`, so training keeps only `t`; the terms that `deu_evaluate` skips
+    are skipped here too (their coefficients' gradients are 0: no unit's
+    case uses them, so nothing upstream depends on them).
+
+    Args:
+        upstream: the gradient of the loss for the output, shaped like `t`.
+        t: the input tensor.
+        k: a dict from `deu_coefficients` (with its `"live"` entry), each
+            coefficient already broadcasting against `t`.
+        exponent_cap: the cap of every exponent.
+        limit: the output clip, or None: where `|y| > limit` the output is
+            clipped and no gradient passes.
+
+    Returns:
+        `(dt, grads)`: the input gradient, shaped like `t`, and a dict from
+        the names in `COEFFICIENTS` to gradients shaped like each
+        coefficient.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor(
+    ...     [[0.0]] * 5, "float32"))
+    >>> dt, grads = deu_gradient(ops.ones((3, 1)), ops.ones((3, 1)), k)
+    >>> ops.convert_to_numpy(dt).ravel().tolist()  # the identity: slope 1
+    [1.0, 1.0, 1.0]
+    >>> ops.convert_to_numpy(grads["K1P"]).ravel().tolist()  # sum of t
+    [3.0]
+    """
+    live = k["live"]
+    dtype = t.dtype
+    if limit is not None:
+        y = deu_evaluate(t, k, exponent_cap)
+        upstream = ops.where(ops.abs(y) <= ops.cast(limit, dtype), upstream,
+                             ops.zeros_like(upstream))
+    axes = [i for i, size in enumerate(k["r1"].shape) if size == 1]
+    positive = t > 0
+    step = ops.cast(positive, dtype)
+    u, uh = upstream, upstream * step
+    zero = ops.zeros_like(k["r1"])
+
+    def total(v):
+        return ops.sum(v, axis=axes, keepdims=True) if axes else v
+
+    def split(basis):
+        return total(u * basis), total(uh * basis)
+
+    def pick(name):
+        return k[name + "P"] + step * k[name + "Q"]
+
+    def flag(*names):
+        return ops.any(ops.stack([live[n] for n in names]))
+
+    def capped(rate):
+        z = rate * t
+        g = _capped_exp(z, exponent_cap)
+        return g, ops.where(z < ops.cast(exponent_cap, dtype), g,
+                            ops.zeros_like(g))
+
+    g1, e1 = capped(k["r1"])
+
+    def oscillating():
+        angle = k["w"] * t
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        mc, ms = pick("MC"), pick("MS")
+        turn = ms * cos - mc * sin
+        return (mc * cos + ms * sin, k["w"] * turn, *split(g1 * cos),
+                *split(g1 * sin), total(u * g1 * t * turn))
+
+    def still():
+        return (pick("MC"), ops.zeros_like(t), *split(g1), zero, zero, zero)
+
+    inner, d_inner, dmcp, dmcq, dmsp, dmsq, dw = cond(
+        live["w"], oscillating, still)
+    grads = {"w": dw, "MCP": dmcp, "MCQ": dmcq, "MSP": dmsp, "MSQ": dmsq}
+
+    def ramp():
+        m1 = pick("M1")
+        return (inner + m1 * t, d_inner + m1, *split(g1 * t))
+
+    inner, d_inner, grads["M1P"], grads["M1Q"] = cond(
+        flag("M1P", "M1Q"), ramp, lambda: (inner, d_inner, zero, zero))
+    slope = k["r1"] * e1 * inner + g1 * d_inner
+    grads["r1"] = total(u * e1 * t * inner)
+
+    grads["K0P"] = cond(live["K0P"], lambda: total(u), lambda: zero)
+    grads["K0Q"] = cond(live["K0Q"], lambda: total(uh), lambda: zero)
+
+    def linear():
+        return (slope + pick("K1"), *split(t))
+
+    slope, grads["K1P"], grads["K1Q"] = cond(
+        flag("K1P", "K1Q"), linear, lambda: (slope, zero, zero))
+
+    def quadratic():
+        return (slope + 2.0 * k["K2"] * step * t, total(uh * t * t))
+
+    slope, grads["K2"] = cond(live["K2"], quadratic, lambda: (slope, zero))
+
+    def second():
+        g2, e2 = capped(k["r2"])
+        q = 1.0 / (1.0 + g2)
+        weight = pick("G2") - k["S"] * q * q
+        dg2p, dg2q = split(g2)
+        return (slope + k["r2"] * e2 * weight, dg2p, dg2q, total(u * q),
+                total(u * e2 * t * weight))
+
+    slope, grads["G2P"], grads["G2Q"], grads["S"], grads["r2"] = cond(
+        flag("G2P", "G2Q", "S"), second,
+        lambda: (slope, zero, zero, zero, zero))
+    return u * slope, grads
+
+
+def deu_pack(k):
+    """The coefficients of `deu_coefficients` as two tensors.
+
+    Args:
+        k: a dict from `deu_coefficients`.
+
+    Returns:
+        `(coefficients, used)`: the coefficients and their `"used"` masks
+        (as 0 or 1 in the coefficients' dtype), each stacked in the order
+        of `COEFFICIENTS` on a new first axis.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor([[0.0]] * 5, "float32"))
+    >>> packed, used = deu_pack(k)
+    >>> tuple(packed.shape), tuple(used.shape)
+    ((17, 1), (17, 1))
+    """
+    coefficients = ops.stack([k[n] for n in COEFFICIENTS])
+    used = ops.stack([ops.cast(k["used"][n], coefficients.dtype)
+                      for n in COEFFICIENTS])
+    return coefficients, used
+
+
+def deu_unpack(coefficients, live):
+    """The inverse of `deu_pack`: the dict `deu_evaluate` takes.
+
+    Args:
+        coefficients: the stacked coefficients.
+        live: a float vector, 1 where the coefficient is live (the `used`
+            masks of `deu_pack` reduced over the units with a maximum).
+
+    Returns:
+        A dict from the names in `COEFFICIENTS` to tensors, plus `"live"`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> k = deu_coefficients(*ops.convert_to_tensor([[0.0]] * 5, "float32"))
+    >>> packed, used = deu_pack(k)
+    >>> again = deu_unpack(packed, ops.max(used, axis=1))
+    >>> bool(again["live"]["K1P"]), bool(again["live"]["K2"])  # identity
+    (True, False)
+    """
+    k = {n: coefficients[i] for i, n in enumerate(COEFFICIENTS)}
+    k["live"] = {n: live[i] > 0.5 for i, n in enumerate(COEFFICIENTS)}
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficient_kernel(epsilon, step_sharpness, critical_damping):
+    """`deu_pack(deu_coefficients(*params))`, traced once for every layer
+    with these settings (`params`: the five parameters stacked)."""
+    def packed(params):
+        return deu_pack(deu_coefficients(
+            *(params[i] for i in range(5)), epsilon, step_sharpness,
+            critical_damping))
+    return shared(packed)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluation_kernel(exponent_cap, output_clip):
+    """The clipped common form of `(t, coefficients, live)` with the
+    closed-form backward pass of `deu_gradient`, one for every layer with
+    these settings."""
+    def forward(t, coefficients, live):
+        y = deu_evaluate(t, deu_unpack(coefficients, live), exponent_cap)
+        limit = ops.cast(output_clip, y.dtype)
+        return ops.clip(y, -limit, limit)
+
+    def backward(upstream, t, coefficients, live):
+        dt, grads = deu_gradient(upstream, t, deu_unpack(coefficients, live),
+                                 exponent_cap, output_clip)
+        return (dt, ops.stack([grads[n] for n in COEFFICIENTS]),
+                ops.zeros_like(live))
+
+    return with_gradient(forward, backward)
+
+
+def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
+    """`c1, c2` of the neighbouring solutions (coefficients `near`), fitted
+    so that value and slope match the units' own at `t0`."""
+    value, slope = deu_value_and_slope(
+        t0, coefficients(*(params[i] for i in range(5))), exponent_cap)
+    a, b, c = near[0], near[1], near[2]
+    zero, one = ops.zeros_like(a), ops.ones_like(a)
+    (v0, s0), (v1, s1), (v2, s2) = [
+        deu_value_and_slope(t0, coefficients(a, b, c, p, q), exponent_cap)
+        for p, q in ((zero, zero), (one, zero), (zero, one))]
+    det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
+    solvable = ops.logical_and(ops.abs(det) > 1e-12, ops.isfinite(det))
+    det = ops.where(solvable, det, one)
+    rv, rs = value - v0, slope - s0
+    found = (((s2 - s0) * rv - (v2 - v0) * rs) / det,
+             ((v1 - v0) * rs - (s1 - s0) * rv) / det)
+    limit = ops.cast(limit, a.dtype)
+    return ops.stack([
+        ops.clip(ops.where(ops.logical_and(solvable, ops.isfinite(f)), f,
+                           zero), -limit, limit)
+        for f in found])
+
+
+@functools.lru_cache(maxsize=None)
+def _surrogate_kernel(epsilon, step_sharpness, critical_damping,
+                      exponent_cap, output_clip, layout):
+    """The surrogate term of `DEU` (see its docstring), one function for
+    every layer with these settings and this `layout` (the shape a
+    per-unit coefficient takes to broadcast against the input)."""
+    evaluation_kernel = _evaluation_kernel(exponent_cap, output_clip)
+
+    def coefficients(a, b, c, c1, c2):
+        return deu_coefficients(a, b, c, c1, c2, epsilon, step_sharpness,
+                                critical_damping)
+
+    def surrogate(t, params):
+        sg = ops.stop_gradient
+        abc = params[:3]
+        small = ops.abs(abc) < epsilon
+        ones = ops.ones_like(abc)
+        target = epsilon * ops.where(abc < 0, -ones, ones)
+        # The value of `target`, the gradient of the small coefficient.
+        moved = ops.where(small, abc + sg(target - abc), sg(abc))
+        axes = [i for i, size in enumerate(layout) if size == 1]
+        t0 = ops.reshape(ops.mean(t, axis=axes), ops.shape(abc[0]))
+        fits = sg(_neighbour_fits(coefficients, sg(params), sg(moved), t0,
+                                  exponent_cap, output_clip))
+        packed, used = deu_pack(coefficients(
+            moved[0], moved[1], moved[2], fits[0], fits[1]))
+        live = ops.max(ops.reshape(used, (len(COEFFICIENTS), -1)), axis=1)
+        head = t[:SURROGATE_EXAMPLES]
+        neighbour = evaluation_kernel(
+            head, ops.reshape(packed, (len(COEFFICIENTS), *layout)), live)
+        degenerate = ops.reshape(ops.any(small, axis=0), layout)
+        scale = ops.cast(ops.shape(t)[0], t.dtype) / ops.cast(
+            ops.shape(head)[0], t.dtype)
+        return ops.where(degenerate, scale * (neighbour - sg(neighbour)),
+                         ops.zeros_like(neighbour))
+
+    return shared(surrogate, relax_shapes=False)
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -391,87 +670,38 @@ class DEU(LearnableActivation):
         return [ops.cast(w, dtype) for w in
                 (self.a, self.b, self.c, self.c1, self.c2)]
 
-    def _coefficients(self, a, b, c, c1, c2):
-        return deu_coefficients(
-            a, b, c, c1, c2, self.epsilon, self.step_sharpness,
-            self.critical_damping,
-        )
+    def _layout(self, ndim):
+        """The shape of a per-unit coefficient lined up with the input."""
+        shape = [1] * ndim
+        if self.granularity == "channel":
+            shape[ndim + self._axis_from_end] = self.channels
+        return tuple(shape)
 
     def call(self, inputs, training=None):
-        dtype = self._dtype()
-        t = ops.cast(inputs, dtype)
-        ndim = len(t.shape)
-
-        def expand(x):
-            return self.broadcast(x, ndim)
-
-        params = self._ode_parameters()
-        k = self._coefficients(*params)
-        y = deu_evaluate(t, k, self.exponent_cap, expand)
-        limit = ops.cast(self.output_clip, y.dtype)
-        y = ops.clip(y, -limit, limit)
+        # Integer inputs are computed in the float dtype, as in Dense.
+        t = ops.cast(inputs, self._dtype())
+        params = ops.stack(self._ode_parameters())
+        settings = (self.epsilon, self.step_sharpness, self.critical_damping)
+        clip = (self.exponent_cap, self.output_clip)
+        coefficients, used = _coefficient_kernel(*settings)(params)
+        layout = self._layout(len(t.shape))
+        live = ops.max(ops.reshape(used, (len(COEFFICIENTS), -1)), axis=1)
+        y = _evaluation_kernel(*clip)(
+            t, ops.reshape(coefficients, (len(COEFFICIENTS), *layout)), live)
         if self.surrogate_gradient and training is not False:
-            small = [ops.abs(x) < self.epsilon for x in params[:3]]
-            degenerate = ops.logical_or(
-                small[0], ops.logical_or(small[1], small[2]))
-            y = cond(
-                ops.any(degenerate),
-                lambda: self._with_surrogate(
-                    y, t, params, k, small, degenerate, expand),
-                lambda: y)
+            # A term of value zero that carries, for every degenerate unit,
+            # the neighbouring solution's gradient for its small
+            # coefficients, estimated on the head of the batch and scaled
+            # up to the batch size (a fraction of a second evaluation). It
+            # is computed whether or not a unit is degenerate (it is then 0
+            # with a zero gradient): inside a conditional, its gradient
+            # would be summed inside a branch (tests/test_control_flow.py).
+            term = _surrogate_kernel(*settings, *clip, layout)(
+                ops.stop_gradient(t), params)
+            y = ops.concatenate(
+                [y[:SURROGATE_EXAMPLES] + term, y[SURROGATE_EXAMPLES:]],
+                axis=0)
         return ops.cast(y, self.compute_dtype)
-
-    def _with_surrogate(self, y, t, params, k, small, degenerate, expand):
-        """`y`, plus a term of value zero that carries, for every degenerate
-        unit, the neighbouring solution's gradient for the small
-        coefficients. The term is evaluated on the first
-        `SURROGATE_EXAMPLES` examples of the batch and scaled up to the
-        batch size (an estimate of the full-batch sum that costs a fraction
-        of a second evaluation)."""
-        a, b, c, c1, c2 = params
-        sg = ops.stop_gradient
-        eps = self.epsilon
-        ones = ops.ones_like(a)
-        moved = []
-        for x, is_small in zip((a, b, c), small, strict=True):
-            target = eps * ops.where(x < 0, -ones, ones)
-            # The value of `target`, the gradient of `x` (small ones only).
-            moved.append(ops.where(is_small, x + sg(target - x), sg(x)))
-        t_sg = sg(t)
-        axes = [i for i in range(len(t.shape))
-                if self.granularity == "layer"
-                or i != len(t.shape) + self._axis_from_end]
-        t0 = ops.mean(t_sg, axis=axes)
-        # Refit c1, c2 of the neighbour: value and slope at t0 match.
-        value, slope = deu_value_and_slope(
-            t0, {n: sg(k[n]) for n in COEFFICIENTS}, self.exponent_cap)
-        near = [sg(x) for x in moved]
-        zero, one = ops.zeros_like(a), ops.ones_like(a)
-        basis = [deu_value_and_slope(
-            t0, self._coefficients(*near, p, q), self.exponent_cap)
-            for p, q in ((zero, zero), (one, zero), (zero, one))]
-        (v0, s0), (v1, s1), (v2, s2) = basis
-        det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
-        solvable = ops.logical_and(
-            ops.abs(det) > 1e-12, ops.isfinite(det))
-        det = ops.where(solvable, det, 1.0)
-        rv, rs = value - v0, slope - s0
-        fit1 = ((s2 - s0) * rv - (v2 - v0) * rs) / det
-        fit2 = ((v1 - v0) * rs - (s1 - s0) * rv) / det
-        limit = self.output_clip
-        fits = [ops.clip(ops.where(ops.logical_and(solvable, ops.isfinite(
-            f)), f, 0.0), -limit, limit) for f in (fit1, fit2)]
-        head = t_sg[:SURROGATE_EXAMPLES]
-        neighbour = deu_evaluate(
-            head, self._coefficients(*moved, *fits), self.exponent_cap,
-            expand)
-        neighbour = ops.clip(neighbour, -limit, limit)
-        scale = ops.cast(ops.shape(t)[0], t.dtype) / ops.cast(
-            ops.shape(head)[0], t.dtype)
-        term = ops.where(expand(degenerate), neighbour - sg(neighbour), 0.0)
-        return ops.concatenate(
-            [y[:SURROGATE_EXAMPLES] + scale * term, y[SURROGATE_EXAMPLES:]],
-            axis=0)
 
     def get_config(self):
         config = super().get_config()
