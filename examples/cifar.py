@@ -591,7 +591,12 @@ def train_one(args, activation, seed, strategy, out_dir):
     learnable = _has_learnable(model)
     if learnable and ActivationSnapshot is not None and args.snapshots:
         snapshot_path = os.path.join(out_dir, "snapshots")
-        callbacks.append(ActivationSnapshot(snapshot_path, every_n_epochs=1))
+        # A fresh run replaces the file; --resume continues its record
+        # (after a crash inside the first epoch too, where initial_epoch
+        # is 0).
+        callbacks.append(ActivationSnapshot(
+            snapshot_path, every_n_epochs=1, overwrite=not args.resume,
+            resume=args.resume))
     if activation == "pwlu":
         if PWLURealignment is None:
             print("note: keras_learnact has no PWLURealignment callback; "

@@ -160,6 +160,7 @@ def run(name, data, epochs, seed, output, bar=None):
         callbacks.append(ActivationSnapshot(
             os.path.join(output, "snapshots", f"{name}.npz"),
             probe=x_train[:256],
+            overwrite=True,  # a rerun replaces the demo's earlier output
         ))
     if name == "pwlu":
         from keras_learnact.callbacks import PWLURealignment
