@@ -27,6 +27,12 @@ SURROGATE_EXAMPLES = 8
 # response switched on by H(t)). `SELECTED` lists the coefficients with both
 # parts; K2 only has a Q part and S only a P part.
 SELECTED = ("K0", "K1", "M1", "MC", "MS", "G2")
+# The phase `w t` of the cosine and sine is clipped to +-PHASE_LIMIT
+# (about 10^4 periods): beyond it float32 cannot resolve the phase anyway
+# (its spacing there is 0.008), and TensorFlow Lite's cosine and sine are
+# wrong past about 1e8 (-4902 for cos(1e10), NaN for cos(1e20)). Past the
+# limit the oscillation holds its value and passes no gradient.
+PHASE_LIMIT = 65536.0
 COEFFICIENTS = (
     "r1", "r2", "w", "K2", "S", *(n + "P" for n in SELECTED),
     *(n + "Q" for n in SELECTED),
@@ -151,6 +157,15 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     return out
 
 
+def _phase(w, t):
+    """`w t` clipped to +-PHASE_LIMIT, and 1 where it is not clipped (the
+    phase's derivative), else 0."""
+    angle = w * t
+    limit = ops.cast(PHASE_LIMIT, angle.dtype)
+    inside = ops.cast(ops.abs(angle) <= limit, angle.dtype)
+    return ops.clip(angle, -limit, limit), inside
+
+
 def _capped_exp(z, cap):
     # A typed cap: with a Python float, PyTorch's backend returns float32
     # for a float64 `z`.
@@ -201,7 +216,7 @@ def deu_evaluate(t, k, exponent_cap=14.0, expand=None):
         return _capped_exp(expand(k["r2"]) * t, exponent_cap)
 
     def oscillation():
-        angle = expand(k["w"]) * t
+        angle, _ = _phase(expand(k["w"]), t)
         return pick("MC") * ops.cos(angle) + pick("MS") * ops.sin(angle)
 
     # Where no unit oscillates (w = 0), cos(w t) = 1 and sin(w t) = 0.
@@ -253,8 +268,9 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
 
     g1, dg1 = exp_and_slope(k["r1"])
     g2, dg2 = exp_and_slope(k["r2"])
-    w = k["w"]
-    cos, sin = ops.cos(w * t), ops.sin(w * t)
+    angle, turning = _phase(k["w"], t)
+    w = k["w"] * turning
+    cos, sin = ops.cos(angle), ops.sin(angle)
     k0, k1, k2 = pick("K0"), pick("K1"), ops.where(positive, k["K2"], 0.0)
     m1, mc, ms, g2c = pick("M1"), pick("MC"), pick("MS"), pick("G2")
     inner = m1 * t + mc * cos + ms * sin
@@ -346,10 +362,10 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None):
     g1, e1 = capped(k["r1"])
 
     def oscillating():
-        angle = k["w"] * t
+        angle, turning = _phase(k["w"], t)
         cos, sin = ops.cos(angle), ops.sin(angle)
         mc, ms = pick("MC"), pick("MS")
-        turn = ms * cos - mc * sin
+        turn = (ms * cos - mc * sin) * turning
         return (mc * cos + ms * sin, k["w"] * turn, *split(g1 * cos),
                 *split(g1 * sin), total(u * g1 * t * turn))
 
@@ -574,7 +590,9 @@ class DEU(LearnableActivation):
 
     (`k = sqrt(|c/a|)`, `w = sign(a) k`, `l = sign(a) k`; the damped forms
     are in docs/layers/deu.md.) The output is clipped to
-    `[-output_clip, output_clip]`.
+    `[-output_clip, output_clip]`, and the phase `w t` of the oscillating
+    cases to `+-PHASE_LIMIT` (65536, about 10^4 periods, past which float32
+    cannot resolve the phase; TensorFlow Lite's cosine fails there).
 
     Every case is written in one common form (two capped exponentials, a
     cosine and a sine of per-unit rates, a quadratic and a smoothed step,
@@ -683,6 +701,16 @@ class DEU(LearnableActivation):
         params = ops.stack(self._ode_parameters())
         settings = (self.epsilon, self.step_sharpness, self.critical_damping)
         clip = (self.exponent_cap, self.output_clip)
+        if training is False:
+            # Inference: the same mathematics written into the caller's
+            # graph, which exporters need (TensorFlow Lite cannot call an
+            # out-of-line function); there is no backward pass to share.
+            k = deu_coefficients(*(params[i] for i in range(5)), *settings)
+            ndim = len(t.shape)
+            y = deu_evaluate(t, k, self.exponent_cap,
+                             lambda x: self.broadcast(x, ndim))
+            limit = ops.cast(self.output_clip, y.dtype)
+            return ops.cast(ops.clip(y, -limit, limit), self.compute_dtype)
         coefficients, used = _coefficient_kernel(*settings)(params)
         layout = self._layout(len(t.shape))
         live = ops.max(ops.reshape(used, (len(COEFFICIENTS), -1)), axis=1)
