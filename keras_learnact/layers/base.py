@@ -248,6 +248,37 @@ class LearnableActivation(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def float_input(self, inputs):
+        """`inputs` as a floating tensor, the way `keras.layers.Dense`
+        computes on them.
+
+        Keras casts floating inputs to the layer's compute dtype before
+        `call` but passes integer and boolean ones through, and a layer
+        that casts its float weights to the input's dtype would then
+        truncate them (or fail). Those inputs are cast to the compute
+        dtype here, so an integer input gives the same floating output as
+        the same values given as floats; floating inputs are returned
+        unchanged.
+
+        Args:
+            inputs: the tensor given to `call`.
+
+        Returns:
+            `inputs`, cast to `self.compute_dtype` if it is not floating.
+
+        Examples:
+
+        >>> import keras, numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.AdaptiveScaling("relu")
+        >>> x = layer.float_input(np.array([[-2, 3]], "int32"))
+        >>> keras.backend.standardize_dtype(x.dtype)
+        'float32'
+        """
+        inputs = ops.convert_to_tensor(inputs)
+        if keras.backend.is_float_dtype(inputs.dtype):
+            return inputs
+        return ops.cast(inputs, self.compute_dtype)
+
     # -- what callbacks and plots use --------------------------------------
 
     def curve(self, x):
