@@ -448,6 +448,292 @@ def test_cnn_on_digits_matches_relu():
         slaf_accuracy, relu_accuracy)
 
 
+# -- statistics that one batch cannot spoil (issue #16) --
+
+F32_MAX = float(np.finfo("float32").max)
+
+
+def np_bounded_update(mean, var, steps, x, momentum=0.99, warm=True,
+                      eps=EPS, scale=4.0):
+    """The documented update of the moving statistics, in float64: one
+    batch `x` (channels last) moves `(mean, var)` after `steps` updates.
+
+    Returns the new `(mean, var, steps)`."""
+    x = np.asarray(x, "float64")
+    flat = np_powers(x, mean.shape[-1]).reshape(-1, *mean.shape)
+    n = len(flat)
+    if n == 0:
+        return mean, var, steps
+    with np.errstate(all="ignore"):
+        bm, bv = flat.mean(axis=0), flat.var(axis=0)
+    if n == 1:
+        bv = (bm - mean) ** 2
+    weight = max(1.0 - momentum, 1.0 / (steps + 1)) if warm else (
+        1.0 - momentum)
+    first = warm and steps == 0
+    if first:
+        if n == 1:
+            bv = var
+    else:
+        g = scale ** np.arange(1, mean.shape[-1] + 1)
+        run = var + mean ** 2 + eps
+        bv = np.minimum(bv, g ** 2 * run)
+        bm = np.clip(bm, mean - (g - 1) * np.sqrt(run),
+                     mean + (g - 1) * np.sqrt(run))
+    with np.errstate(all="ignore"):
+        new_mean = mean + weight * (bm - mean)
+        new_var = var + weight * (bv - var)
+    # Only what float32 holds enters, and only from channels of finite
+    # inputs.
+    usable = np.all(np.isfinite(x.reshape(n, -1)), axis=0)[:, None]
+    keep = usable & (np.abs(new_mean) <= F32_MAX) & (new_var <= F32_MAX)
+    advanced = steps + 1 if usable.any() else steps
+    return (np.where(keep, new_mean, mean), np.where(keep, new_var, var),
+            advanced)
+
+
+def statistics(layer):
+    return (value(layer.moving_mean), value(layer.moving_variance),
+            int(value(layer.moving_count)))
+
+
+def assert_statistics(layer, mean, var, steps, rtol=1e-4):
+    got_mean, got_var, got_steps = statistics(layer)
+    np.testing.assert_allclose(got_mean, mean, rtol=rtol, atol=1e-6)
+    np.testing.assert_allclose(got_var, var, rtol=rtol, atol=1e-6)
+    assert got_steps == steps
+
+
+def warmed(shape=(None, 3), batches=4, momentum=0.9, degree=4, **kwargs):
+    """A layer after `batches` clean training batches, and its statistics
+    as the NumPy reference computes them."""
+    layer = built(shape, momentum=momentum, degree=degree, **kwargs)
+    channels = shape[-1]
+    mean, var, steps = np.zeros((channels, degree)), np.ones(
+        (channels, degree)), 0
+    for seed in range(batches):
+        x = sample((32, channels), seed=10 + seed)
+        layer(x, training=True)
+        mean, var, steps = np_bounded_update(mean, var, steps, x,
+                                             momentum=momentum)
+    assert_statistics(layer, mean, var, steps)
+    return layer, (mean, var, steps)
+
+
+@pytest.mark.parametrize("degree, outlier", [
+    (4, 1e6), (4, 1e5), (5, 1e4), (7, 2e3), (4, F32_MAX),
+])
+def test_one_bad_value_in_one_batch_leaves_predictions_finite(degree,
+                                                              outlier):
+    """Issue #16, 1: the report's model; the thresholds it saw."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = rng.normal(size=(256, 1)).astype("float32")
+    x[17, 0] = outlier
+    model = keras.Sequential([keras.Input((4,)), SLAF(degree=degree),
+                              keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    loss = model.fit(x, y, epochs=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(loss))
+    slaf = model.layers[0]
+    assert np.all(np.isfinite(value(slaf.moving_mean)))
+    assert np.all(np.isfinite(value(slaf.moving_variance)))
+    predictions = model.predict(rng.normal(size=(4, 4)), verbose=0)
+    assert np.all(np.isfinite(predictions))
+
+
+def test_one_bad_value_barely_changes_the_trained_model():
+    """The outlier's model predicts the clean data about as well as a
+    model trained on the same data without it (same seed, same batches)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = np.sin(x).sum(axis=1, keepdims=True)
+    clean = np.arange(256) != 17
+    errors = []
+    for outlier in (None, 1e6, 1e30):
+        keras.utils.set_random_seed(2)
+        bad = x.copy()
+        if outlier is not None:
+            bad[17, 0] = outlier
+        model = keras.Sequential([keras.Input((4,)), SLAF(degree=4),
+                                  keras.layers.Dense(1)])
+        model.compile("adam", "mse")
+        model.fit(bad, y, epochs=2, verbose=0)
+        errors.append(model.evaluate(x[clean], y[clean], verbose=0))
+    assert errors[1] < 1.2 * errors[0] and errors[2] < 1.2 * errors[0], (
+        errors)
+
+
+@pytest.mark.parametrize("outlier", [1e6, 1e30, F32_MAX, -F32_MAX])
+def test_one_outlier_moves_the_statistics_boundedly(outlier):
+    layer, (mean, var, steps) = warmed()
+    run = var[1] + mean[1] ** 2 + EPS  # channel 1's running mean square
+    weight = 1.0 / (steps + 1)  # still averaging cumulatively
+    x = sample((32, 3), seed=20)
+    x[5, 1] = outlier
+    layer(x, training=True)
+    expected_variance = (1 - weight) * var[1] + weight * (
+        4.0 ** np.arange(2, 9, 2) * run)
+    mean, var, steps = np_bounded_update(mean, var, steps, x, momentum=0.9)
+    assert_statistics(layer, mean, var, steps)
+    # The bound: channel 1 moved as a batch 4 times the running scale
+    # would have moved it, whatever the outlier's size.
+    np.testing.assert_allclose(value(layer.moving_variance)[1],
+                               expected_variance, rtol=1e-4)
+
+
+def test_first_update_takes_what_float32_holds():
+    """Warm start: the first batch sets the statistics, except those of
+    powers that leave float32 (x^2 and up of 1e30): those keep theirs."""
+    layer = built((None, 3), degree=4)
+    x = sample((16, 3), seed=1)
+    x[0, 2] = 1e30
+    layer(x, training=True)
+    mean, var, steps = np_bounded_update(
+        np.zeros((3, 4)), np.ones((3, 4)), 0, x)
+    assert_statistics(layer, mean, var, steps)
+    np.testing.assert_array_equal(value(layer.moving_variance)[2], 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_never_enter_the_statistics(bad):
+    layer, (mean, var, steps) = warmed()
+    before = statistics(layer)
+    x = sample((32, 3), seed=21)
+    x[3, 0] = bad
+    out = value(layer(x, training=True))
+    assert np.all(np.isfinite(out[:, 1:]))  # the clean channels
+    mean, var, steps = np_bounded_update(mean, var, steps, x, momentum=0.9)
+    assert_statistics(layer, mean, var, steps)
+    # Channel 0 kept its statistics; the others moved.
+    after = statistics(layer)
+    for old, new in zip(before[:2], after[:2], strict=True):
+        np.testing.assert_array_equal(new[0], old[0])
+        assert not np.allclose(new[1:], old[1:])
+    everything_bad = np.full((8, 3), bad, "float32")
+    layer(everything_bad, training=True)
+    assert_statistics(layer, mean, var, steps)  # count did not advance
+    # Inference: each finite entry's output is finite.
+    out = value(layer(x, training=False))
+    assert np.all(np.isfinite(np.delete(out.ravel(), 3 * 3)))
+
+
+def test_empty_batch_changes_nothing():
+    layer, _ = warmed()
+    before = statistics(layer)
+    for training in (True, False):
+        out = layer(np.zeros((0, 3), "float32"), training=training)
+        assert tuple(out.shape) == (0, 3)
+    after = statistics(layer)
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(new, old)
+
+
+if keras.backend.backend() == "tensorflow":
+    # Keras's JAX and PyTorch trainers cannot differentiate the loss of an
+    # empty batch; tests/test_robustness.py traces empty calls everywhere.
+
+    def test_empty_batch_changes_nothing_in_train_on_batch():
+        """Issue #16, 3: `train_on_batch` of an empty batch left NaN in the
+        statistics; as the first step, and in a traced step (sizes 8, then
+        5: the batch size becomes unknown)."""
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                                  SLAF(degree=3), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        empty_x, empty_y = np.zeros((0, 4), "float32"), np.zeros((0, 1))
+        before = [value(w) for w in model.weights]
+        model.train_on_batch(empty_x, empty_y)
+        for w, b in zip(model.weights, before, strict=True):
+            np.testing.assert_array_equal(value(w), b, err_msg=w.path)
+        for n in (8, 5):
+            model.train_on_batch(sample((n, 4), seed=n), sample((n, 1)))
+        before = [value(w) for w in model.weights]
+        model.train_on_batch(empty_x, empty_y)
+        for w, b in zip(model.weights, before, strict=True):
+            np.testing.assert_array_equal(value(w), b, err_msg=w.path)
+        assert value(model.layers[1].moving_count) == 2
+
+
+def test_batch_of_one_is_normalised_by_the_moving_statistics():
+    """One element per channel has no variance: the training output is the
+    inference output, and its squared deviation from the moving mean
+    stands for the variance (the first one sets only the mean)."""
+    layer = built((None, 3), degree=3, momentum=0.9)
+    mean, var, steps = np.zeros((3, 3)), np.ones((3, 3)), 0
+    for seed in range(4):
+        x = sample((1, 3), seed=seed, scale=2.0)
+        expected = value(layer(x, training=False))
+        np.testing.assert_allclose(value(layer(x, training=True)), expected,
+                                   rtol=1e-6)
+        mean, var, steps = np_bounded_update(mean, var, steps, x,
+                                             momentum=0.9)
+        assert_statistics(layer, mean, var, steps)
+
+
+def test_batch_of_one_in_a_traced_step_matches_the_rule():
+    """Batches of 16, 16 and 1: the last runs in a step traced for an
+    unknown batch size (where the layer chooses at run time)."""
+    model = keras.Sequential([keras.Input((3,)), SLAF(degree=3,
+                                                      momentum=0.9)])
+    slaf = model.layers[0]
+    model.compile("sgd", "mse")
+    x = sample((33, 3), seed=4)
+    model.fit(x, np.zeros((33, 3)), batch_size=16, shuffle=False,
+              epochs=1, verbose=0)
+    mean, var, steps = np.zeros((3, 3)), np.ones((3, 3)), 0
+    for batch in (x[:16], x[16:32], x[32:]):
+        mean, var, steps = np_bounded_update(mean, var, steps, batch,
+                                             momentum=0.9)
+    assert_statistics(slaf, mean, var, steps)
+
+
+def test_batch_size_one_trains_and_evaluates_alike():
+    """Issue #16, 1: `Dense(8) -> SLAF() -> Dense(1)` with `batch_size=1`
+    kept a flat training loss and evaluated to an MSE of 4.4e10."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = np.sin(x).sum(axis=1, keepdims=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                              SLAF(), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    loss = model.fit(x, y, batch_size=1, epochs=3, verbose=0).history["loss"]
+    assert loss[-1] < 0.6 * loss[0], loss
+    evaluated = model.evaluate(x, y, verbose=0)
+    assert evaluated < 1.5 * loss[-1], (evaluated, loss)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"normalization": "none"}])
+@pytest.mark.parametrize("training", [True, False])
+def test_integer_inputs_compute_in_float(kwargs, training):
+    """Issue #16, 3: integer inputs returned int32, truncated."""
+    as_int = built((None, 4), **kwargs)
+    set_coefficients(as_int)
+    as_float = built((None, 4), **kwargs)
+    as_float.set_weights(as_int.get_weights())
+    x = np.array([[-2, -1, 1, 3], [0, 2, -3, 1], [1, 1, 4, -2]], "int32")
+    out = as_int(x, training=training)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    expected = value(as_float(x.astype("float32"), training=training))
+    np.testing.assert_allclose(value(out), expected, rtol=1e-6)
+    if kwargs:  # the raw polynomial, against NumPy
+        np.testing.assert_allclose(
+            value(out), np_raw(x, value(as_int.coefficients)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("degree", [4, 7])
+@pytest.mark.parametrize("training", [True, False])
+def test_gradients_finite_for_inputs_up_to_1e4(degree, training):
+    layer = built((None, 3), degree=degree, gate=True)
+    x = np.array([[1e4, -1e4, 0.5], [-3e3, 9999.0, -2.0],
+                  [3.0, 1e-3, 1e4], [0.0, -5e3, -1e4]], "float32")
+    layer(x, training=True)
+    grads = analytic_gradients(layer, x, training=training)
+    for name, g in grads.items():
+        assert np.all(np.isfinite(g)), name
+    assert np.any(grads["inputs"] != 0.0)
+
+
 # -- bad input --
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -11,15 +11,33 @@ from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 from keras_learnact.layers.base import check_number
+from keras_learnact.layers.base import cond
 
 BASES = ("power", "taylor")
 NORMALIZATIONS = ("batch", "none")
+
+
+# One batch moves the moving statistics of x^i at most as far as a batch of
+# inputs OUTLIER_SCALE times as large as the running ones would (see
+# `SLAF._update_statistics`).
+OUTLIER_SCALE = 4.0
 
 
 def _maximum(a, b):
     """Elementwise maximum that keeps float64 (Keras's torch `maximum`
     returns float32 for two float64 tensors)."""
     return ops.where(a > b, a, b)
+
+
+def _minimum(a, b):
+    """Elementwise minimum that keeps float64 (see `_maximum`)."""
+    return ops.where(a < b, a, b)
+
+
+def _rescaled(moment, scale):
+    """`moment * scale`, with 0 where `moment` is 0: a scale that
+    overflowed to inf must not turn an exact zero into NaN."""
+    return ops.where(moment == 0, ops.zeros_like(moment), moment * scale)
 
 
 def _horner(x, terms):
@@ -138,20 +156,54 @@ class SLAF(LearnableActivation):
     ones average in. `warm_start_statistics=False` is the reference's plain
     moving average.
 
-    Numerics. Everything is computed in float32 (float64 for float64 inputs)
-    and cast back to the compute dtype, so mixed precision cannot overflow
-    in the powers. In training the powers are taken of `q = x / r`, `r` the
-    per-channel batch maximum of `|x|` (at least 1, no gradient); the result
-    is the same function, but batch moments and their gradients stay finite
-    for large inputs. The batch moments come from the power sums
-    `mean(q^j)`, `j = 1..2 * degree`, and the output is a Horner polynomial
-    in `q`: no tensor of stacked powers is built. At inference the
-    normalisation is folded into the coefficients and the polynomial is
-    evaluated by Horner's rule. Stored
-    statistics of `x^i` exceed float32 for `|x|^(2 * degree)` beyond ~3e38
-    (e.g. `|x| > 1e3` at degree 7); the layer then stays finite but that
-    power's normalised term is zero at inference. Masks pass through but
-    are not used by the statistics.
+    Statistics that one batch cannot spoil. The moving statistics are
+    updated per channel and power `i` from the batch moments `(mu, var)`
+    of `x^i` with the weight `w` of "Short training runs" (`max(1 -
+    momentum, 1 / t)`, or `1 - momentum` without warm start), by these
+    rules:
+
+    * a channel that holds a NaN or an infinite input keeps its
+      statistics (its training outputs in that batch are NaN, as with
+      BatchNormalization); an empty batch changes nothing, not even the
+      step counter;
+    * one outlier moves them boundedly: except on the first update of a
+      warm start (which sets them, having nothing to compare with), what
+      enters the average is limited to what a batch `OUTLIER_SCALE = 4`
+      times the running scale could bring. With `s^2 = moving_variance +
+      moving_mean^2 + epsilon` (the running mean square of `x^i`), `var`
+      enters as at most `16^i s^2` and `mu` as at most `(4^i - 1) s` away
+      from the moving mean. So one batch moves `moving_variance` by at
+      most `w (16^i s^2 - moving_variance)`, whatever it holds (up to the
+      float32 maximum); clean batches, even of inputs a few times larger
+      than the running ones, are not limited;
+    * a value beyond the float32 range never enters: such an entry (power
+      and channel) keeps its mean and variance. Statistics of `x^i` leave
+      float32 for `|x|^(2i)` beyond ~3e38 (`|x| > 1e3` at degree 7);
+    * a batch with one element per channel (batch size 1 after a `Dense`
+      layer) has no spread to normalise by (its variance is 0; normalised
+      by it, every output was the bias, and the zero in the average made
+      inference divide by `sqrt(epsilon)`). It is normalised by the moving
+      statistics, as in inference, and its squared deviation from the
+      moving mean, `(x^i - moving_mean)^2`, takes the place of the
+      variance (on the first update of a warm start the variance stays).
+
+    On clean data these rules change nothing: the statistics are those of
+    the reference's moving average (or of the warm start).
+
+    Numerics. Everything is computed in float32 (float64 for float64
+    inputs; integer inputs in the layer's compute dtype, as
+    `keras.layers.Dense` does) and cast back to the compute dtype, so
+    mixed precision cannot overflow in the powers. In training the powers
+    are taken of `q = x / r`, `r` the per-channel batch maximum of `|x|`
+    (at least 1, at most 2^126, no gradient); the result is the same
+    function, but batch moments and their gradients stay finite for every
+    finite input. The batch moments come from the power sums `mean(q^j)`,
+    `j = 1..2 * degree`, and the output is a Horner polynomial in `q`: no
+    tensor of stacked powers is built. At inference the normalisation is
+    folded into the coefficients and the polynomial is evaluated by
+    Horner's rule, so for a finite input the output is finite, or +-inf
+    where the polynomial itself leaves float32 (never NaN). Masks pass
+    through but are not used by the statistics.
 
     Args:
         degree: the polynomial degree, an integer >= 1 (default 4).
@@ -327,11 +379,6 @@ class SLAF(LearnableActivation):
         shape[ndim + self._stat_axis_from_end] = self.stat_channels
         return ops.reshape(param, shape)
 
-    def _gated(self, coefficients, dtype):
-        if self.gate_logit is None:
-            return coefficients
-        return ops.sigmoid(ops.cast(self.gate_logit, dtype)) * coefficients
-
     def _raw_table(self, coefficients, gate_logit=None):
         """The coefficients of `x^0 .. x^degree` of the raw form, shape
         `param_shape(degree + 1)`: the weights, times `1 / j!` for the
@@ -414,37 +461,126 @@ class SLAF(LearnableActivation):
 
         return raw(x, *params)
 
-    def _inference(self, x):
-        """Moving statistics folded into a Horner polynomial."""
+    def _inference(self, x, moving=None):
+        """Moving statistics (`moving`, default the layer's) folded into a
+        Horner polynomial."""
         ndim = len(x.shape)
-        dtype = x.dtype
-        scale = self._gated(ops.cast(self.coefficients, dtype), dtype)
-        scale = scale / ops.sqrt(
-            ops.cast(self.moving_variance, dtype) + self.epsilon
-        )  # (stat_channels, degree)
-        constant = ops.cast(self.bias, dtype) - ops.sum(
-            scale * ops.cast(self.moving_mean, dtype), axis=-1
-        )
-        table = ops.concatenate([constant[:, None], scale], axis=-1)
+        if moving is None:
+            moving = self._moving(x.dtype)
+        table = self._folded_table(self._params(x.dtype), moving)
         if keras.backend.backend() == "tensorflow":
             return _horner_kernel(x, self._stat_broadcast(table, ndim))
         return _horner(x, self._table_terms(table, ndim))
 
-    def _training(self, x):
-        """Batch moments of the powers of `x / r`; updates moving stats."""
-        params = [ops.cast(self.coefficients, x.dtype),
-                  ops.cast(self.bias, x.dtype)]
+    def _params(self, dtype):
+        """The coefficients, the bias and (with a gate) the gate logit,
+        as tensors of `dtype`."""
+        params = [ops.cast(self.coefficients, dtype),
+                  ops.cast(self.bias, dtype)]
         if self.gate_logit is not None:
-            params.append(ops.cast(self.gate_logit, x.dtype))
-        if keras.backend.backend() == "tensorflow":
-            outputs, mean, variance = self._training_tensorflow(x, params)
+            params.append(ops.cast(self.gate_logit, dtype))
+        return params
+
+    def _moving(self, dtype):
+        """The moving mean and variance as tensors of `dtype`."""
+        return [ops.cast(self.moving_mean, dtype),
+                ops.cast(self.moving_variance, dtype)]
+
+    def _folded_table(self, params, moving):
+        """The coefficients of `x^0 .. x^degree` per channel, the moving
+        statistics folded in, `(stat_channels, degree + 1)`.
+
+        Args:
+            params: `_params(dtype)`.
+            moving: `_moving(dtype)`.
+        """
+        coefficients, bias, *gate_logit = params
+        moving_mean, moving_variance = moving
+        scale = coefficients
+        if gate_logit:
+            scale = ops.sigmoid(gate_logit[0]) * scale
+        scale = scale / ops.sqrt(moving_variance + self.epsilon)
+        constant = bias - ops.sum(scale * moving_mean, axis=-1)
+        table = ops.concatenate([constant[:, None], scale], axis=-1)
+        # Finite coefficients: Horner's rule in a finite x then gives a
+        # number or +-inf, never inf - inf. (Only a channel whose mean is
+        # huge next to its spread, such as a constant 1e9, comes near.)
+        name = keras.backend.standardize_dtype(table.dtype)
+        largest = ops.cast(np.finfo(name).max, table.dtype)
+        return _maximum(_minimum(table, largest), -largest)
+
+    def _training(self, x):
+        """Batch moments of the powers of `x / r`; updates moving stats.
+
+        A batch with one element per channel has no spread to normalise
+        by: it is normalised by the moving statistics, as in inference
+        (see "Statistics that one batch cannot spoil" in the class
+        docstring), and an empty one changes nothing.
+        """
+        params = self._params(x.dtype)
+        count = self._count(x)
+        if not isinstance(count, (int, np.integer)):
+            if keras.backend.backend() == "tensorflow":
+                # The batch size is known only when the graph runs.
+                stats = self._training_tensorflow(
+                    x, params, single=count <= 1)
+            else:
+                stats = cond(count > 1,
+                             lambda: self._batch_training(x, params),
+                             lambda: self._single_training(x))
+        elif count == 0:
+            return self._inference(x)
+        elif count == 1:
+            stats = self._single_training(x)
         else:
-            r, q, sums = self._power_sums(x)
-            table, mean, variance = self._polynomial_table(sums, r, *params)
-            outputs = _horner(q, self._table_terms(table, len(x.shape)))
+            stats = self._batch_training(x, params)
+        outputs, mean, variance, r = stats
         self._update_statistics(
-            ops.stop_gradient(mean), ops.stop_gradient(variance))
+            ops.stop_gradient(mean), ops.stop_gradient(variance),
+            ops.stop_gradient(r), count)
         return outputs
+
+    def _batch_training(self, x, params):
+        """Normalised by the batch: `(outputs, mean, variance, r)`."""
+        if keras.backend.backend() == "tensorflow":
+            return self._training_tensorflow(x, params)
+        r, q, sums = self._power_sums(x)
+        table, mean, variance = self._polynomial_table(sums, r, *params)
+        outputs = _horner(q, self._table_terms(table, len(x.shape)))
+        return outputs, mean, variance, self._channel_scale(r)
+
+    def _single_training(self, x):
+        """One element per channel, normalised by the moving statistics:
+        `(outputs, mean, variance, r)` as from `_batch_training`."""
+        r, _, sums = self._power_sums(x, single=True)
+        mean, second = self._moment_columns(sums)
+        # Copies: the update that follows writes the variables in place
+        # (PyTorch's autodiff would find its saved values changed).
+        moving = [ops.copy(m) for m in self._moving(x.dtype)]
+        return (self._inference(x, moving), mean, second - ops.square(mean),
+                self._channel_scale(r))
+
+    def _count(self, x):
+        """The number of elements per statistics channel: a Python int
+        where the shape is known, else a scalar tensor."""
+        count = 1
+        for a in self._reduction_axes(len(x.shape)):
+            count = count * ops.shape(x)[a]
+        return count
+
+    def _channel_scale(self, r):
+        """The per-channel scale `r` of `_power_sums`, `(channels, 1)`."""
+        return ops.reshape(r, (self.stat_channels, 1))
+
+    def _moment_columns(self, sums):
+        """`mean(q^i)` and `mean(q^2i)`, `i = 1..degree`, from the power
+        sums, each `(stat_channels, degree)`."""
+        orders = self._sum_orders()
+        degrees = range(1, self.degree + 1)
+        column = {j: sums[:, k:k + 1] for k, j in enumerate(orders)}
+        mean = ops.concatenate([column[i] for i in degrees], axis=-1)
+        second = ops.concatenate([column[2 * i] for i in degrees], axis=-1)
+        return mean, second
 
     def _sum_orders(self):
         """The orders j of the power sums S_j the moments use: 1..k and
@@ -452,29 +588,45 @@ class SLAF(LearnableActivation):
         degrees = range(1, self.degree + 1)
         return sorted(set(degrees) | {2 * i for i in degrees})
 
-    def _power_sums(self, x):
+    def _power_sums(self, x, single=False):
         """`r`, `q = x / r` and the power sums `S_j = mean(q^j)` per channel,
         shape `(stat_channels, len(_sum_orders()))`.
 
         `r` is a per-channel scale that keeps every power of `q` in
-        [-1, 1]. The normalised powers do not depend on it (epsilon is
-        rescaled to match), so it carries no gradient. The power sums give
-        every moment: mean(q^i) = S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1
-        keeps the cancellation at float32 round-off of the O(1) sums). No
-        tensor of powers is stacked. Sums over a count, not ops.mean: some
-        backends' mean accumulates float64 in float32.
+        [-1, 1] (in [-4^j, 4^j] for inputs beyond 2^126). The normalised
+        powers do not depend on it (epsilon is rescaled to match), so it
+        carries no gradient. The power sums give every moment: mean(q^i) =
+        S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the cancellation at
+        float32 round-off of the O(1) sums). No tensor of powers is
+        stacked. Sums over a count, not ops.mean: some backends' mean
+        accumulates float64 in float32.
+
+        Args:
+            x: the input.
+            single: True (or a boolean tensor) where the batch has at most
+                one element per channel; then `r = 1` (and `q = x`), as the
+                output is the inference polynomial in `x`.
         """
         ndim = len(x.shape)
         axes = self._reduction_axes(ndim)
-        r = ops.stop_gradient(_maximum(
-            ops.max(ops.abs(x), axis=axes, keepdims=True),
-            ops.cast(1.0, x.dtype),
-        ))
+        one = ops.cast(1.0, x.dtype)
+        if single is True:
+            shape = [1] * ndim
+            shape[ndim + self._stat_axis_from_end] = self.stat_channels
+            r = ops.ones(shape, x.dtype)
+        else:
+            # At most 1 / tiny (2^126 in float32): XLA divides by
+            # multiplying with the reciprocal, and a subnormal reciprocal
+            # is flushed to zero. |q| <= 4 then, whatever x holds.
+            name = keras.backend.standardize_dtype(x.dtype)
+            largest = ops.cast(1.0 / np.finfo(name).tiny, x.dtype)
+            r = ops.stop_gradient(_minimum(_maximum(
+                ops.max(ops.abs(x), axis=axes, keepdims=True), one),
+                largest))
+            if single is not False:
+                r = ops.where(single, one, r)
         q = x / r
-        count = 1
-        for a in axes:
-            count = count * ops.shape(x)[a]
-        count = ops.cast(count, x.dtype)
+        count = ops.cast(self._count(x), x.dtype)
         orders = self._sum_orders()
         sums = []
         power = q
@@ -502,15 +654,15 @@ class SLAF(LearnableActivation):
         Returns:
             `(table, mean, variance)`: `table[:, i]` is the coefficient of
             `q^i` (`i = 0..degree`); `mean`, `variance` are the batch
-            moments of the powers of `x`, `(stat_channels, degree)`.
+            moments of the powers of `q = x / r`, `(stat_channels,
+            degree)` (those of `x^i` are `r^i` and `r^2i` times them).
         """
         dtype = sums.dtype
-        orders = self._sum_orders()
-        degrees = range(1, self.degree + 1)
-        column = {j: sums[:, k:k + 1] for k, j in enumerate(orders)}
-        mean = ops.concatenate([column[i] for i in degrees], axis=-1)
-        second = ops.concatenate([column[2 * i] for i in degrees], axis=-1)
-        variance = _maximum(second - ops.square(mean), ops.zeros_like(mean))
+        mean, second = self._moment_columns(sums)
+        # Clamped at 0 against round-off; a NaN (from a non-finite input)
+        # stays NaN, so that the update can tell it apart.
+        spread = second - ops.square(mean)
+        variance = ops.where(spread < 0, ops.zeros_like(spread), spread)
         exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
         r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
         r_squared = ops.square(r_powers)
@@ -526,7 +678,7 @@ class SLAF(LearnableActivation):
         scale = coefficients / denominator
         constant = bias - ops.sum(scale * mean, axis=-1)
         table = ops.concatenate([constant[:, None], scale], axis=-1)
-        return table, mean * r_powers, variance * r_squared
+        return table, mean, variance
 
     def _table_terms(self, table, ndim):
         """The columns of a per-channel table, each broadcast to rank
@@ -534,8 +686,8 @@ class SLAF(LearnableActivation):
         return [self._stat_broadcast(table[:, i], ndim)
                 for i in range(table.shape[-1])]
 
-    def _training_tensorflow(self, x, params):
-        """`_training`'s output and moments with a hand-written gradient.
+    def _training_tensorflow(self, x, params, single=None):
+        """`_batch_training` with a hand-written gradient.
 
         TensorFlow without XLA runs every operation as a pass over the
         tensor, and its autodiff of the power sums and of Horner's rule
@@ -545,6 +697,17 @@ class SLAF(LearnableActivation):
         polynomial for the input: `dq = dy P'(q) + sum_j dS_j j q^(j-1) / n`,
         where `P` is the output polynomial and `dS_j` the gradient reaching
         the power sum `S_j = mean(q^j)` over its `n` elements.
+
+        Args:
+            x: the input.
+            params: `_params(x.dtype)`.
+            single: None, or a boolean tensor, true where the batch has at
+                most one element per channel (known only when the graph
+                runs); then the table is the inference one (`_single_training`)
+                and `q = x`.
+
+        Returns:
+            `(outputs, mean, variance, r)` as from `_batch_training`.
         """
         import tensorflow as tf
 
@@ -553,12 +716,26 @@ class SLAF(LearnableActivation):
         orders = self._sum_orders()
         # Read the variables outside the custom gradient.
         params = [tf.identity(p) for p in params]
+        moving = [tf.identity(m) for m in self._moving(x.dtype)]
+
+        def table_of(sums, r, params):
+            if single is None:
+                return self._polynomial_table(sums, r, *params)[0]
+            # The batch table from zeros for a single element, so that its
+            # unused branch has finite gradients.
+            batch_sums = tf.where(single, tf.zeros_like(sums), sums)
+            batch = self._polynomial_table(batch_sums, r, *params)[0]
+            return tf.where(single, self._folded_table(params, moving),
+                            batch)
 
         @tf.custom_gradient
         def normalized(x, *params):
-            r, q, sums = self._power_sums(x)
-            table, mean, variance = self._polynomial_table(sums, r, *params)
+            r, q, sums = self._power_sums(
+                x, False if single is None else single)
+            _, mean, variance = self._polynomial_table(sums, r, *params)
+            table = table_of(sums, r, params)
             outputs = _horner_kernel(q, self._stat_broadcast(table, ndim))
+            scale = self._channel_scale(r)
 
             def gradient(upstream, *unused):
                 totals, power = [], upstream
@@ -570,7 +747,7 @@ class SLAF(LearnableActivation):
                 sources = [sums, *params]
                 with tf.GradientTape() as tape:
                     tape.watch(sources)
-                    again, _, _ = self._polynomial_table(sums, r, *params)
+                    again = table_of(sums, r, params)
                 grads = tape.gradient(
                     again, sources, output_gradients=totals,
                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -590,28 +767,78 @@ class SLAF(LearnableActivation):
                     self._stat_broadcast(moments, ndim))
                 return (d_q / r, *d_params)
 
-            return (outputs, mean, variance), gradient
+            return (outputs, mean, variance, scale), gradient
 
         return normalized(x, *params)
 
-    def _update_statistics(self, batch_mean, batch_variance):
-        moving_mean = ops.cast(self.moving_mean, batch_mean.dtype)
-        moving_variance = ops.cast(self.moving_variance, batch_mean.dtype)
-        weight = 1.0 - self.momentum
+    def _update_statistics(self, mean, variance, r, count):
+        """Moves the moving statistics towards this batch's, boundedly.
+
+        Args:
+            mean, variance: the batch moments of the powers of `q = x / r`,
+                `(stat_channels, degree)`; NaN in a channel that held a
+                non-finite input.
+            r: the per-channel scale, `(stat_channels, 1)`.
+            count: the number of elements per channel.
+
+        See "Statistics that one batch cannot spoil" in the class
+        docstring for the rules.
+        """
+        dtype = mean.dtype
+        old_mean = ops.cast(self.moving_mean, dtype)
+        old_variance = ops.cast(self.moving_variance, dtype)
+        exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
+        r_powers = r ** exponents  # inf where x^i leaves the dtype's range
+        batch_mean = _rescaled(mean, r_powers)
+        batch_variance = _rescaled(variance, ops.square(r_powers))
+        count = ops.cast(count, dtype)
+        # One element per channel has no spread: its squared deviation
+        # from the moving mean stands for the variance.
+        batch_variance = ops.where(
+            count == 1, ops.square(batch_mean - old_mean), batch_variance)
+        finite = ops.logical_and(ops.isfinite(mean), ops.isfinite(variance))
+        usable = ops.logical_and(
+            ops.all(finite, axis=-1, keepdims=True), count >= 1)
+
+        # Bounded: at most what a batch OUTLIER_SCALE times larger would
+        # enter, relative to the running root mean square of each power.
+        growth = OUTLIER_SCALE ** exponents
+        running = old_variance + ops.square(old_mean) + self.epsilon
+        bounded_variance = _minimum(
+            batch_variance, ops.square(growth) * running)
+        step = (growth - 1.0) * ops.sqrt(running)
+        bounded_mean = _maximum(
+            _minimum(batch_mean, old_mean + step), old_mean - step)
+
+        weight = ops.cast(1.0 - self.momentum, dtype)
         if self.moving_count is not None:
-            count = ops.cast(self.moving_count, batch_mean.dtype) + 1.0
-            weight = _maximum(ops.cast(weight, count.dtype), 1.0 / count)
-            self.moving_count.assign(ops.cast(count, self.moving_count.dtype))
+            steps = ops.cast(self.moving_count, dtype)
+            weight = _maximum(weight, 1.0 / (steps + 1.0))
+            # The first update sets the statistics: nothing to bound by;
+            # but one element's deviation from the initial mean says
+            # nothing of the spread, so then the variance stays.
+            first = steps == 0
+            bounded_variance = ops.where(
+                first,
+                ops.where(count == 1, old_variance, batch_variance),
+                bounded_variance)
+            bounded_mean = ops.where(first, batch_mean, bounded_mean)
+            advanced = ops.cast(ops.any(usable), dtype)
+            self.moving_count.assign(ops.cast(
+                steps + advanced, self.moving_count.dtype))
+        new_mean = old_mean + weight * (bounded_mean - old_mean)
+        new_variance = old_variance + weight * (
+            bounded_variance - old_variance)
+        keep = ops.logical_and(usable, ops.logical_and(
+            ops.isfinite(new_mean), ops.isfinite(new_variance)))
         self.moving_mean.assign(ops.cast(
-            moving_mean + weight * (batch_mean - moving_mean),
-            self.moving_mean.dtype,
-        ))
+            ops.where(keep, new_mean, old_mean), self.moving_mean.dtype))
         self.moving_variance.assign(ops.cast(
-            moving_variance + weight * (batch_variance - moving_variance),
-            self.moving_variance.dtype,
-        ))
+            ops.where(keep, new_variance, old_variance),
+            self.moving_variance.dtype))
 
     def call(self, inputs, training=None):
+        inputs = self.float_input(inputs)
         # float64 stays float64; everything narrower computes in float32.
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         compute = "float64" if dtype == "float64" else "float32"
