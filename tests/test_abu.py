@@ -174,7 +174,9 @@ def test_abu_gradients_match_finite_differences(mode, granularity):
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
-@pytest.mark.parametrize("name", ["tanh", "swish", "elu", "relu", "gelu"])
+@pytest.mark.parametrize("name", ["tanh", "swish", "elu", "relu", "gelu",
+                                  "sigmoid", "silu", "softplus",
+                                  "log_sigmoid", "squareplus"])
 def test_adaptive_scaling_gradients(name, granularity):
     layer = kla.AdaptiveScaling(name, granularity=granularity,
                                 dtype="float64")
@@ -184,6 +186,109 @@ def test_adaptive_scaling_gradients(name, granularity):
     if name == "swish":
         layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
     assert_gradients_match(layer, X_GRAD)
+
+
+# -- extreme and integer inputs (issue #16) --
+
+F32_MAX = float(np.finfo("float32").max)
+EXTREMES = np.array([-F32_MAX, -1e30, -1e20, -1e4, -120.0, -100.0, -30.0,
+                     -1.5, -1e-3, 0.0, 2e-3, 0.7, 25.0, 39.0, 41.0, 100.0,
+                     120.0, 1e4, 1e20, 1e30, F32_MAX])
+
+
+def np_stable(name, x):
+    """float64 NumPy statements of the functions `_basis` computes itself,
+    in forms that cannot overflow."""
+    x = np.asarray(x, "float64")
+    with np.errstate(over="ignore", divide="ignore"):
+        sigmoid = np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))),
+                           np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+        s = np.abs(x) * np.sqrt(1.0 + 4.0 / np.maximum(x * x, 1e-300))
+        s = np.where(np.abs(x) < 1, np.sqrt(x * x + 4.0), s)
+        squareplus = np.where(x >= 0, (x + s) / 2, 2.0 / (s - x))
+    return {
+        "sigmoid": sigmoid,
+        "silu": x * sigmoid,
+        "swish": x * sigmoid,
+        "softplus": np.logaddexp(0.0, x),
+        "log_sigmoid": -np.logaddexp(0.0, -x),
+        "squareplus": squareplus,
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "silu", "swish", "softplus",
+                                  "log_sigmoid", "squareplus"])
+def test_basis_functions_right_for_every_finite_input(name):
+    """No overflow inside: squareplus was inf for |x| > 1.8e19 (also near
+    0 for large negative x); the others overflow once in TFLite (tested in
+    test_robustness.py) and must keep Keras's values here."""
+    layer = kla.AdaptiveScaling(name)
+    layer.build((None, 1))
+    out = value_of(layer(EXTREMES[:, None].astype("float32")))[:, 0]
+    assert np.all(np.isfinite(out))
+    expected = np_stable(name, EXTREMES.astype("float32"))
+    np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-37)
+
+
+def value_of(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor), "float64")
+
+
+INT_INPUT = np.array([[-2, -1, 1, 3], [0, 2, -3, 1]], "int32")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: kla.ABU(),
+    lambda: kla.ABU(granularity="channel", normalization="softmax"),
+    lambda: kla.AdaptiveScaling("swish"),
+    lambda: kla.AdaptiveScaling("relu", granularity="channel"),
+], ids=["abu", "abu-channel-softmax", "alpha-swish", "alpha-relu-channel"])
+def test_integer_inputs_compute_in_float(make):
+    """Issue #16, 3: ABU and AdaptiveScaling("swish") raised TensorFlow
+    errors on integer inputs; now they compute as `Dense` does."""
+    layer = make()
+    out = layer(INT_INPUT)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    floats = make()
+    floats.build(INT_INPUT.shape)
+    floats.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        value_of(out), value_of(floats(INT_INPUT.astype("float32"))),
+        rtol=1e-6)
+    if isinstance(layer, kla.ABU) and layer.normalization == "unrestricted":
+        np.testing.assert_allclose(
+            value_of(out),
+            np_abu(INT_INPUT, kla.layers.abu.DEFAULT_BASIS, [0.2] * 5,
+                   "unrestricted"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"normalization": "normalized", "initial_weights": [1, -1, 0, 0, 0]},
+     "sum(initial_weights) is 0"),
+    ({"normalization": "normalized",
+      "initial_weights": [0.1, 0.2, -0.3, 0.0, 0.0]},
+     "sum(initial_weights) is"),
+    ({"normalization": "absnormed", "initial_weights": [0, 0, 0, 0, 0]},
+     "sum(abs(initial_weights)) is 0"),
+    ({"normalization": "posnormed", "reference_posnormed": True,
+      "initial_weights": [2, -2, 0, 0, 0]}, "sum(initial_weights) is 0"),
+])
+def test_abu_refuses_a_start_that_divides_by_zero(kwargs, fragment):
+    """Issue #16, 3: `normalized` with weights summing to zero was accepted
+    and output NaN at once."""
+    with pytest.raises(ValueError) as info:
+        kla.ABU(**kwargs)
+    message = str(info.value)
+    assert fragment in message
+    assert f"normalization={kwargs['normalization']!r}" in message
+    assert "initial_weights=" in message
+
+
+@pytest.mark.parametrize("mode", ["unrestricted", "posnormed", "softmax"])
+def test_zero_sum_start_is_fine_where_nothing_divides_by_it(mode):
+    layer = kla.ABU(normalization=mode, initial_weights=[1, -1, 0, 0, 0])
+    out = value_of(layer(np.linspace(-3, 3, 8)[:, None].astype("float32")))
+    assert np.all(np.isfinite(out))
 
 
 # -- use in the three kinds of model --

@@ -85,7 +85,16 @@ class ABU(LearnableActivation):
     | `softmax` | `softmax(theta)` |
 
     `normalized` divides by a sum that can cross zero; like the paper, no
-    epsilon is added, so watch for sign flips with it.
+    epsilon is added, so watch for sign flips with it. A start at zero is
+    refused: `initial_weights` whose sum is zero (`normalized`, and
+    `posnormed` with `reference_posnormed=True`) or all zero (`absnormed`)
+    raise `ValueError`.
+
+    Integer inputs are computed in the layer's float dtype, as
+    `keras.layers.Dense` does. The basis functions stay finite for every
+    finite input (Swish's and the sigmoid's arguments are clipped where the
+    logistic function is exactly 0 or 1), also after conversion to
+    TensorFlow Lite.
 
     With `granularity="layer"` (the paper) `theta` has shape `(n,)` and
     `beta` is a scalar; with `"channel"` each channel of `axis` has its own
@@ -99,7 +108,8 @@ class ABU(LearnableActivation):
         normalization: one of `"unrestricted"`, `"normalized"`,
             `"absnormed"`, `"posnormed"`, `"softmax"`.
         initial_weights: optional raw blend weights, one per basis function;
-            default `1/n` each.
+            default `1/n` each. Finite, and with a non-zero normaliser
+            (see above).
         blend_weights_trainable: whether `theta` is learned (default True).
             `False` keeps the initial blend, as in the paper's frozen
             ablation; `beta` stays trainable.
@@ -159,9 +169,38 @@ class ABU(LearnableActivation):
                     "weight must be finite."
                 )
             initial_weights = [float(v) for v in values]
+            self._check_start(initial_weights, reference_posnormed)
         self.initial_weights = initial_weights
         self.blend_weights_trainable = bool(blend_weights_trainable)
         self.reference_posnormed = bool(reference_posnormed)
+
+    def _check_start(self, weights, reference_posnormed):
+        """Refuses initial weights whose normaliser is zero.
+
+        `normalized` (and `posnormed` with `reference_posnormed=True`)
+        divides by `sum(theta)` and `absnormed` by `sum(|theta|)`; a start
+        where that is zero at float32 precision (the weights' dtype) would
+        output NaN or inf at once. Training may still cross zero later
+        (see the class docstring); only the start is checked.
+        """
+        values = np.asarray(weights, "float32").astype("float64")
+        size = float(np.sum(np.abs(values)))
+        if self.normalization == "normalized" or (
+                self.normalization == "posnormed" and reference_posnormed):
+            total, what = float(np.sum(values)), "sum(initial_weights)"
+        elif self.normalization == "absnormed":
+            total, what = size, "sum(abs(initial_weights))"
+        else:
+            return
+        # Within the round-off of a float32 sum of these weights: zero.
+        if abs(total) <= len(values) * np.finfo("float32").eps * size:
+            raise ValueError(
+                f"Invalid initial_weights={list(weights)!r} with "
+                f"normalization={self.normalization!r}: {what} is "
+                f"{total:g}, and the blend divides by it. Allowed: weights "
+                "whose sum is clearly non-zero (the default 1/n each), or "
+                "another normalization."
+            )
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -213,6 +252,7 @@ class ABU(LearnableActivation):
         return np.asarray(ops.convert_to_numpy(self.blend()), dtype="float32")
 
     def call(self, inputs, training=None):
+        inputs = self.float_input(inputs)
         params = [ops.cast(self.blend(), inputs.dtype)]
         if self.swish_beta is not None:
             params.append(ops.cast(self.swish_beta, inputs.dtype))

@@ -21,6 +21,12 @@ class AdaptiveScaling(LearnableActivation):
     Weights: `alpha` (init 1.0) and, for swish, `swish_beta` (init 1.0), one
     value per layer or one per channel.
 
+    Integer inputs are computed in the layer's float dtype, as
+    `keras.layers.Dense` does. For every finite input the output is finite
+    wherever `alpha * g(x)` is (the sigmoid family, softplus, log-sigmoid
+    and squareplus are computed without intermediate overflow), also after
+    conversion to TensorFlow Lite.
+
     Args:
         activation: the name of the activation `g`, for instance `"relu"`,
             `"tanh"`, `"elu"`, `"selu"`, `"swish"` or `"identity"`.
@@ -73,6 +79,7 @@ class AdaptiveScaling(LearnableActivation):
             )
 
     def call(self, inputs, training=None):
+        inputs = self.float_input(inputs)
         ndim = len(inputs.shape)
         alpha = self.broadcast(ops.cast(self.alpha, inputs.dtype), ndim)
         beta = None
