@@ -721,6 +721,21 @@ def test_integer_inputs_compute_in_float(kwargs, training):
             value(out), np_raw(x, value(as_int.coefficients)), rtol=1e-5)
 
 
+def test_inference_of_a_constant_channel_is_never_nan():
+    """A channel constant at 1e9 has variance 0 and mean(x^4) = 1e36:
+    folded into the polynomial, the constant term overflowed to -inf and
+    met +inf (inf - inf = NaN); the coefficients are kept finite."""
+    layer = built((None, 2), degree=4)
+    x = np.full((16, 2), 1e9, "float32")
+    x[:, 1] = np.linspace(-1.0, 1.0, 16)
+    layer(x, training=True)
+    probe = np.array([[1e9, 0.5], [2e9, 1.0], [0.0, 0.0], [-1e9, -1.0]],
+                     "float32")
+    out = value(layer(probe, training=False))
+    assert not np.any(np.isnan(out)), out
+    assert np.all(np.isfinite(out[:, 1]))
+
+
 @pytest.mark.parametrize("degree", [4, 7])
 @pytest.mark.parametrize("training", [True, False])
 def test_gradients_finite_for_inputs_up_to_1e4(degree, training):
