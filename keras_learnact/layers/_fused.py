@@ -69,8 +69,8 @@ def with_gradient(fn, gradient):
     PyTorch the two are joined with `keras.ops.custom_gradient` (JAX
     compiles them with the train step). On TensorFlow each runs as one
     function shared by every caller (`shared`), traced once per input
-    signature with its tensor shapes known (`gradient` may read from a
-    parameter's static shape which axes to sum) and kept out of line:
+    signature (shapes relaxed: one trace serves inputs of any size) and
+    kept out of line:
     TensorFlow optimises each body once, however many layers call it, and
     no arithmetic of theirs, conditionals included, is merged into the
     caller's graph (see tests/test_control_flow.py). They run as
@@ -104,15 +104,18 @@ def with_gradient(fn, gradient):
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        forward = shared(fn, relax_shapes=False)
-        backward = shared(gradient, relax_shapes=False)
+        forward = shared(fn)
+        backward = shared(gradient)
 
         @tf.custom_gradient
         def joined_tensorflow(x, *params):
             def joined_gradient(upstream):
-                return tuple(backward(upstream, x, *params))
+                grads = backward(upstream, x, *params)
+                for grad, arg in zip(grads, (x, *params), strict=True):
+                    _keep_shape(grad, arg)
+                return tuple(grads)
 
-            return forward(x, *params), joined_gradient
+            return _keep_shape(forward(x, *params), x), joined_gradient
 
         return joined_tensorflow
 
@@ -128,23 +131,22 @@ def with_gradient(fn, gradient):
     return joined
 
 
-def shared(fn, relax_shapes=True):
+def shared(fn):
     """`fn` traced once per input signature, for every layer that calls it.
 
     For computations that many layers repeat (DEU's per-unit coefficients):
     on TensorFlow a `tf.function` kept out of line in the caller's graph,
-    on JAX a `jax.jit` function, each traced once per input signature
-    however many layers call it, and differentiable; on PyTorch `fn`
-    itself. A model of dozens of such layers then traces and optimises one
-    function instead of dozens of copies of it (a ResNet-32 with DEU took
-    410 s from building to its first training step, ReLU 8 s).
+    traced once for each rank and dtype of its arguments with every size
+    unknown; on JAX a `jax.jit` function; on PyTorch `fn` itself. Each is
+    differentiable. A model of dozens of such layers then traces and
+    optimises one function instead of dozens of copies of it (a ResNet-32
+    with DEU took 410 s from building to its first training step on
+    TensorFlow, ReLU 8 s). `fn` must not depend on its arguments' static
+    sizes.
 
     Args:
         fn: a function of tensors written with `keras.ops`, with no Python
             arguments (close over them instead).
-        relax_shapes: on TensorFlow, whether tensor shapes are relaxed to
-            unknown sizes between calls (default) or each new shape is
-            traced with its sizes known.
 
     Returns:
         A function with the values and gradients of `fn`.
@@ -160,17 +162,40 @@ def shared(fn, relax_shapes=True):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        # Kept as one function call in the caller's graph (not inlined), so
-        # that TensorFlow optimises its body once, not once per layer.
-        return tf.function(
-            functools.partial(fn), reduce_retracing=relax_shapes,
-            autograph=False, experimental_attributes={"_noinline": True},
-        )
+        by_signature = {}
+
+        def call(*args):
+            args = [tf.convert_to_tensor(a) for a in args]
+            key = tuple((len(a.shape), a.dtype) for a in args)
+            if key not in by_signature:
+                # Kept as one call in the caller's graph (not inlined), so
+                # that TensorFlow optimises its body once, not per layer.
+                by_signature[key] = tf.function(
+                    functools.partial(fn), autograph=False,
+                    input_signature=[tf.TensorSpec([None] * rank, dtype)
+                                     for rank, dtype in key],
+                    experimental_attributes={"_noinline": True},
+                )
+            return by_signature[key](*args)
+
+        return call
     if backend == "jax":
         import jax
 
         return jax.jit(fn)
     return fn
+
+
+def _keep_shape(tensor, like):
+    """`tensor` with the static shape of `like` (in a graph; the shared
+    functions return tensors of unknown size)."""
+    if not hasattr(tensor, "set_shape") or not hasattr(like, "shape"):
+        return tensor
+    import tensorflow as tf
+
+    if not tf.executing_eagerly():
+        tensor.set_shape(like.shape)
+    return tensor
 
 
 def xla_kernel(fn, relax_shapes=True):

@@ -282,7 +282,8 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
     return value, slope
 
 
-def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None):
+def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
+                 axes=None):
     """The backward pass of `deu_evaluate`, in closed form.
 
     With `H = [t > 0]`, `X = X_P + H X_Q`, `g1 = E(r1 t)`, `g2 = E(r2 t)`,
@@ -312,6 +313,8 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None):
         exponent_cap: the cap of every exponent.
         limit: the output clip, or None: where `|y| > limit` the output is
             clipped and no gradient passes.
+        axes: the axes of `t` to sum each coefficient's gradient over
+            (default: those where the coefficients' static shape is 1).
 
     Returns:
         `(dt, grads)`: the input gradient, shaped like `t`, and a dict from
@@ -335,7 +338,8 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None):
         y = deu_evaluate(t, k, exponent_cap)
         upstream = ops.where(ops.abs(y) <= ops.cast(limit, dtype), upstream,
                              ops.zeros_like(upstream))
-    axes = [i for i, size in enumerate(k["r1"].shape) if size == 1]
+    if axes is None:
+        axes = [i for i, size in enumerate(k["r1"].shape) if size == 1]
     positive = t > 0
     step = ops.cast(positive, dtype)
     u, uh = upstream, upstream * step
@@ -475,10 +479,13 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping):
 
 
 @functools.lru_cache(maxsize=None)
-def _evaluation_kernel(exponent_cap, output_clip):
+def _evaluation_kernel(exponent_cap, output_clip, channel_axes):
     """The clipped common form of `(t, coefficients, live)` with the
     closed-form backward pass of `deu_gradient`, one for every layer with
-    these settings."""
+    these settings and input rank (`channel_axes`: a bool per axis of the
+    input, true on the channel axis), whatever its size."""
+    axes = [i for i, channel in enumerate(channel_axes) if not channel]
+
     def forward(t, coefficients, live):
         y = deu_evaluate(t, deu_unpack(coefficients, live), exponent_cap)
         limit = ops.cast(output_clip, y.dtype)
@@ -486,7 +493,7 @@ def _evaluation_kernel(exponent_cap, output_clip):
 
     def backward(upstream, t, coefficients, live):
         dt, grads = deu_gradient(upstream, t, deu_unpack(coefficients, live),
-                                 exponent_cap, output_clip)
+                                 exponent_cap, output_clip, axes)
         return (dt, ops.stack([grads[n] for n in COEFFICIENTS]),
                 ops.zeros_like(live))
 
@@ -495,21 +502,27 @@ def _evaluation_kernel(exponent_cap, output_clip):
 
 def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
     """`c1, c2` of the neighbouring solutions (coefficients `near`), fitted
-    so that value and slope match the units' own at `t0`."""
-    value, slope = deu_value_and_slope(
-        t0, coefficients(*(params[i] for i in range(5))), exponent_cap)
-    a, b, c = near[0], near[1], near[2]
-    zero, one = ops.zeros_like(a), ops.ones_like(a)
-    (v0, s0), (v1, s1), (v2, s2) = [
-        deu_value_and_slope(t0, coefficients(a, b, c, p, q), exponent_cap)
-        for p, q in ((zero, zero), (one, zero), (zero, one))]
+    so that value and slope match the units' own at `t0`.
+
+    The units' own solutions and the neighbours' with `(c1, c2)` set to
+    `(0, 0)`, `(1, 0)` and `(0, 1)` are evaluated in one call, as four
+    rows."""
+    zero, one = ops.zeros_like(near[0]), ops.ones_like(near[0])
+    rows = [ops.stack([params[i], near[i], near[i], near[i]])
+            for i in range(3)]
+    rows.append(ops.stack([params[3], zero, one, zero]))
+    rows.append(ops.stack([params[4], zero, zero, one]))
+    values, slopes = deu_value_and_slope(
+        t0, coefficients(*rows), exponent_cap)
+    (value, v0, v1, v2), (slope, s0, s1, s2) = (
+        [v[i] for i in range(4)] for v in (values, slopes))
     det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
     solvable = ops.logical_and(ops.abs(det) > 1e-12, ops.isfinite(det))
     det = ops.where(solvable, det, one)
     rv, rs = value - v0, slope - s0
     found = (((s2 - s0) * rv - (v2 - v0) * rs) / det,
              ((v1 - v0) * rs - (s1 - s0) * rv) / det)
-    limit = ops.cast(limit, a.dtype)
+    limit = ops.cast(limit, one.dtype)
     return ops.stack([
         ops.clip(ops.where(ops.logical_and(solvable, ops.isfinite(f)), f,
                            zero), -limit, limit)
@@ -518,11 +531,15 @@ def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
 
 @functools.lru_cache(maxsize=None)
 def _surrogate_kernel(epsilon, step_sharpness, critical_damping,
-                      exponent_cap, output_clip, layout):
+                      exponent_cap, output_clip, channel_axes):
     """The surrogate term of `DEU` (see its docstring), one function for
-    every layer with these settings and this `layout` (the shape a
-    per-unit coefficient takes to broadcast against the input)."""
-    evaluation_kernel = _evaluation_kernel(exponent_cap, output_clip)
+    every layer with these settings and input rank (`channel_axes` as for
+    `_evaluation_kernel`)."""
+    evaluation_kernel = _evaluation_kernel(exponent_cap, output_clip,
+                                           channel_axes)
+    coefficient_kernel = _coefficient_kernel(epsilon, step_sharpness,
+                                             critical_damping)
+    layout = tuple(-1 if channel else 1 for channel in channel_axes)
 
     def coefficients(a, b, c, c1, c2):
         return deu_coefficients(a, b, c, c1, c2, epsilon, step_sharpness,
@@ -536,12 +553,14 @@ def _surrogate_kernel(epsilon, step_sharpness, critical_damping,
         target = epsilon * ops.where(abc < 0, -ones, ones)
         # The value of `target`, the gradient of the small coefficient.
         moved = ops.where(small, abc + sg(target - abc), sg(abc))
-        axes = [i for i, size in enumerate(layout) if size == 1]
+        axes = [i for i, channel in enumerate(channel_axes) if not channel]
         t0 = ops.reshape(ops.mean(t, axis=axes), ops.shape(abc[0]))
         fits = sg(_neighbour_fits(coefficients, sg(params), sg(moved), t0,
                                   exponent_cap, output_clip))
-        packed, used = deu_pack(coefficients(
-            moved[0], moved[1], moved[2], fits[0], fits[1]))
+        # The layers' own coefficient function: its backward pass is then
+        # built once for both.
+        packed, used = coefficient_kernel(
+            ops.concatenate([moved, fits], axis=0))
         live = ops.max(ops.reshape(used, (len(COEFFICIENTS), -1)), axis=1)
         head = t[:SURROGATE_EXAMPLES]
         neighbour = evaluation_kernel(
@@ -552,7 +571,7 @@ def _surrogate_kernel(epsilon, step_sharpness, critical_damping,
         return ops.where(degenerate, scale * (neighbour - sg(neighbour)),
                          ops.zeros_like(neighbour))
 
-    return shared(surrogate, relax_shapes=False)
+    return shared(surrogate)
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -688,12 +707,11 @@ class DEU(LearnableActivation):
         return [ops.cast(w, dtype) for w in
                 (self.a, self.b, self.c, self.c1, self.c2)]
 
-    def _layout(self, ndim):
-        """The shape of a per-unit coefficient lined up with the input."""
-        shape = [1] * ndim
-        if self.granularity == "channel":
-            shape[ndim + self._axis_from_end] = self.channels
-        return tuple(shape)
+    def _channel_axes(self, ndim):
+        """A bool per axis of the input: whether it is the channel axis."""
+        channel = ndim + self._axis_from_end if (
+            self.granularity == "channel") else None
+        return tuple(axis == channel for axis in range(ndim))
 
     def call(self, inputs, training=None):
         # Integer inputs are computed in the float dtype, as in Dense.
@@ -712,9 +730,10 @@ class DEU(LearnableActivation):
             limit = ops.cast(self.output_clip, y.dtype)
             return ops.cast(ops.clip(y, -limit, limit), self.compute_dtype)
         coefficients, used = _coefficient_kernel(*settings)(params)
-        layout = self._layout(len(t.shape))
+        channel_axes = self._channel_axes(len(t.shape))
+        layout = [self.channels if c else 1 for c in channel_axes]
         live = ops.max(ops.reshape(used, (len(COEFFICIENTS), -1)), axis=1)
-        y = _evaluation_kernel(*clip)(
+        y = _evaluation_kernel(*clip, channel_axes)(
             t, ops.reshape(coefficients, (len(COEFFICIENTS), *layout)), live)
         if self.surrogate_gradient and training is not False:
             # A term of value zero that carries, for every degenerate unit,
@@ -724,7 +743,7 @@ class DEU(LearnableActivation):
             # is computed whether or not a unit is degenerate (it is then 0
             # with a zero gradient): inside a conditional, its gradient
             # would be summed inside a branch (tests/test_control_flow.py).
-            term = _surrogate_kernel(*settings, *clip, layout)(
+            term = _surrogate_kernel(*settings, *clip, channel_axes)(
                 ops.stop_gradient(t), params)
             y = ops.concatenate(
                 [y[:SURROGATE_EXAMPLES] + term, y[SURROGATE_EXAMPLES:]],
