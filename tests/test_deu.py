@@ -372,8 +372,9 @@ def test_surrogate_gradient_moves_degenerate_coefficients():
     # Not applied in inference (computed there by autodiff of the closed
     # forms rather than by the hand-written backward: equal to rounding).
     g_inf = analytic_gradients(on, x, training=False)
-    np.testing.assert_allclose(g_inf["a"], g_off["a"], rtol=1e-12,
-                               atol=1e-12)
+    tolerance = 1e-6 if DOWNCASTS_FLOAT64 else 1e-12
+    np.testing.assert_allclose(g_inf["a"], g_off["a"], rtol=tolerance,
+                               atol=tolerance)
 
 
 # -- the reference demo --
@@ -477,9 +478,11 @@ def test_closed_form_backward_matches_autodiff_of_every_branch(granularity):
         got, expected = (analytic_gradients(layer, x, training=True)
                          for layer in (hand, auto))
         assert got.keys() == expected.keys()
+        # JAX and PyTorch round some of NaiveDEU's float64 ops to float32.
+        rtol, atol = (2e-4, 1e-6) if DOWNCASTS_FLOAT64 else (1e-6, 1e-8)
         for name in got:
-            np.testing.assert_allclose(got[name], expected[name], rtol=1e-6,
-                                       atol=1e-8, err_msg=name)
+            np.testing.assert_allclose(got[name], expected[name], rtol=rtol,
+                                       atol=atol, err_msg=name)
 
 
 # -- the shared contract --
