@@ -64,8 +64,9 @@ def fuse(fn, gradient=None):
 def with_gradient(fn, gradient):
     """`fn` with a hand-written backward pass on every backend.
 
-    The backward pass recomputes what it needs from the inputs, so training
-    keeps only the inputs of `fn`, not its intermediates. On JAX and
+    The backward pass recomputes what it needs from the inputs and the
+    output, so training keeps only those (the next layer usually keeps the
+    output anyway), not the intermediates of `fn`. On JAX and
     PyTorch the two are joined with `keras.ops.custom_gradient` (JAX
     compiles them with the train step). On TensorFlow each runs as one
     function shared by every caller (`shared`), traced once per input
@@ -83,9 +84,9 @@ def with_gradient(fn, gradient):
     Args:
         fn: a function `fn(x, *params) -> y` written with `keras.ops`,
             whose arguments are all tensors.
-        gradient: its backward pass, `gradient(upstream, x, *params) ->
-            (dx, *dparams)`, written with `keras.ops`, one gradient shaped
-            like each argument.
+        gradient: its backward pass, `gradient(upstream, y, x, *params)
+            -> (dx, *dparams)` where `y = fn(x, *params)`, written with
+            `keras.ops`, one gradient shaped like each argument.
 
     Returns:
         A function with the values of `fn` and the gradients of `gradient`.
@@ -95,8 +96,8 @@ def with_gradient(fn, gradient):
     >>> from keras import ops
     >>> def cube(x, a):
     ...     return a * x * x * x
-    >>> def cube_gradient(upstream, x, a):
-    ...     return upstream * 3.0 * a * x * x, ops.sum(upstream * x * x * x)
+    >>> def cube_gradient(upstream, y, x, a):
+    ...     return upstream * 3.0 * y / x, ops.sum(upstream * y) / a
     >>> f = with_gradient(cube, cube_gradient)
     >>> float(ops.convert_to_numpy(f(ops.ones((2,)), 2.0))[0])
     2.0
@@ -109,24 +110,28 @@ def with_gradient(fn, gradient):
 
         @tf.custom_gradient
         def joined_tensorflow(x, *params):
+            y = _keep_shape(forward(x, *params), x)
+
             def joined_gradient(upstream):
-                grads = backward(upstream, x, *params)
+                grads = backward(upstream, y, x, *params)
                 for grad, arg in zip(grads, (x, *params), strict=True):
                     _keep_shape(grad, arg)
                 return tuple(grads)
 
-            return _keep_shape(forward(x, *params), x), joined_gradient
+            return y, joined_gradient
 
         return joined_tensorflow
 
     @keras.ops.custom_gradient
     def joined(x, *params):
+        y = fn(x, *params)
+
         def backward(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return tuple(gradient(upstream, x, *params))
+            return tuple(gradient(upstream, y, x, *params))
 
-        return fn(x, *params), backward
+        return y, backward
 
     return joined
 

@@ -283,7 +283,7 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
 
 
 def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
-                 axes=None):
+                 axes=None, output=None):
     """The backward pass of `deu_evaluate`, in closed form.
 
     With `H = [t > 0]`, `X = X_P + H X_Q`, `g1 = E(r1 t)`, `g2 = E(r2 t)`,
@@ -315,6 +315,8 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
             clipped and no gradient passes.
         axes: the axes of `t` to sum each coefficient's gradient over
             (default: those where the coefficients' static shape is 1).
+        output: the clipped output of the forward pass, if at hand: where
+            `|output| < limit` no clip acted (else `y` is recomputed).
 
     Returns:
         `(dt, grads)`: the input gradient, shaped like `t`, and a dict from
@@ -335,9 +337,12 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     live = k["live"]
     dtype = t.dtype
     if limit is not None:
-        y = deu_evaluate(t, k, exponent_cap)
-        upstream = ops.where(ops.abs(y) <= ops.cast(limit, dtype), upstream,
-                             ops.zeros_like(upstream))
+        limit = ops.cast(limit, dtype)
+        if output is None:
+            unclipped = ops.abs(deu_evaluate(t, k, exponent_cap)) <= limit
+        else:
+            unclipped = ops.abs(output) < limit
+        upstream = ops.where(unclipped, upstream, ops.zeros_like(upstream))
     if axes is None:
         axes = [i for i, size in enumerate(k["r1"].shape) if size == 1]
     positive = t > 0
@@ -491,9 +496,9 @@ def _evaluation_kernel(exponent_cap, output_clip, channel_axes):
         limit = ops.cast(output_clip, y.dtype)
         return ops.clip(y, -limit, limit)
 
-    def backward(upstream, t, coefficients, live):
+    def backward(upstream, y, t, coefficients, live):
         dt, grads = deu_gradient(upstream, t, deu_unpack(coefficients, live),
-                                 exponent_cap, output_clip, axes)
+                                 exponent_cap, output_clip, axes, y)
         return (dt, ops.stack([grads[n] for n in COEFFICIENTS]),
                 ops.zeros_like(live))
 
