@@ -177,7 +177,8 @@ def test_parameters_cover_every_case():
 @pytest.mark.parametrize("critical", ["exact", "reference"])
 def test_every_case_matches_numpy(critical):
     params = all_parameters()
-    layer = layer_with(params, critical_damping=critical)
+    layer = layer_with(params, critical_damping=critical,
+                       output_clip=1000.0)  # np_deu's clip
     curves = layer.curve(GRID)
     for row, curve in zip(params, curves, strict=True):
         expected = np_deu(GRID, *row, critical=critical)
@@ -288,6 +289,33 @@ def test_output_and_gradients_finite_for_extreme_inputs_and_parameters():
         assert set(grads) == {"inputs", "a", "b", "c", "c1", "c2"}
         for name, g in grads.items():
             assert np.all(np.isfinite(g)), name
+
+
+def _load_example(name):
+    path = os.path.join(REPO_ROOT, "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_default_clip_trains_a_toy_regression_as_well_as_relu(seed):
+    # Issue #16: with the reference's clip of 1000 as the default, DEU as a
+    # drop-in activation spiked the loss. examples/deu_output_clip.py's toy
+    # task, smaller: Dense(8) - activation - Dense(1), 512 examples of
+    # x ~ N(0, 4), Adam 1e-2, batch 32, 5 epochs. Measured per-epoch
+    # losses (first / last): ReLU 22-33 / 15-19 on both backends; clip
+    # 1000 on TF seed 1: 48700 / 3440 (seed 2: 86 / 18), on JAX seed 1:
+    # 1710 / 22, seed 2: 13800 / 62; the default 10 at most 39 / 18.
+    toy = _load_example("deu_output_clip")
+    relu, _ = toy.toy_run(toy.relu, seed, examples=512, epochs=5)
+    deu, _ = toy.toy_run(DEU, seed, examples=512, epochs=5)
+    assert np.all(np.isfinite(deu))
+    # No epoch's loss above twice ReLU's worst (its first epoch), and the
+    # last within 1.5 times ReLU's last.
+    assert max(deu) <= 2.0 * max(relu), (deu, relu)
+    assert deu[-1] <= 1.5 * relu[-1], (deu, relu)
 
 
 # -- gradients --
