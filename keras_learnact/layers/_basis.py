@@ -20,6 +20,7 @@ the value is near 0).
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 # Elementwise Keras activations (softmax, glu and friends mix elements and so
@@ -85,6 +86,34 @@ def apply(name, x, beta=None):
     if name in _OWN:
         return _OWN[name](x)
     return keras.activations.get(name)(x)
+
+
+def values(name, x, beta=None):
+    """The basis function `name` at the points `x`, as float64 NumPy.
+
+    Computed by `apply`, so with the layers' own definitions (in float32
+    where the backend has no float64, as JAX by default). Used to fit a
+    unit to a function.
+
+    Args:
+        name: a name from `ALLOWED`.
+        x: a NumPy array of points.
+        beta: the swish temperature, a number; only for `"swish"`.
+
+    Returns:
+        A float64 NumPy array shaped like `x`.
+
+    Examples:
+
+    >>> import numpy as np
+    >>> values("relu6", np.array([-1.0, 3.0, 8.0])).tolist()
+    [0.0, 3.0, 6.0]
+    """
+    dtype = "float64"
+    result = apply(
+        name, ops.convert_to_tensor(x, dtype),
+        None if beta is None else ops.convert_to_tensor(beta, dtype))
+    return np.asarray(ops.convert_to_numpy(result), "float64")
 
 
 def _maximum(x, bound):

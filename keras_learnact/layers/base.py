@@ -10,17 +10,25 @@
 * `curve(x)`: the learned function, in inference behaviour, evaluated on a
   1-D grid and returned as a NumPy array of shape `(channels, len(x))`;
 * `parameter_values()`: every weight of the layer as NumPy arrays;
-* the config plumbing for `granularity` and `axis`.
+* starting as a given function (`initial_function`, `initial_range`) and
+  `fit_to(function, x)`: the checks, the sample grid and the error, around
+  each family's own `_fit_parameters` (the shared NumPy mathematics is in
+  `_initial`);
+* the config plumbing for `granularity`, `axis`, `initial_function` and
+  `initial_range`.
 
 Layers import nothing from callbacks, snapshots or plotting; those talk to the
 layers only through `curve` and `parameter_values`.
 """
 
+import functools
 import math
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_learnact.layers import _initial
 
 GRANULARITIES = ("layer", "channel")
 
@@ -147,6 +155,20 @@ class LearnableActivation(keras.layers.Layer):
         axis: the channel axis, `-1` for channels_last (default) or `1` for
             channels_first inputs. Only used with `granularity="channel"`,
             and never the batch axis.
+        initial_function: None (default: the family's own initialisation),
+            or the name of a function the unit starts as: `"relu"`,
+            `"relu6"`, `"gelu"`, `"swish"` (or `"silu"`), `"hard_swish"`
+            (or `"hard_silu"`), `"tanh"`, `"elu"`, `"leaky_relu"` (negative
+            slope 0.2, Keras's default), `"sigmoid"`, `"softplus"` or
+            `"identity"` (or `"linear"`), with Keras's definitions. At build
+            the parameters are fitted so that the unit approximates it on
+            `initial_range`, each point weighted by the standard normal
+            density (as a standard normal input would weigh it); every
+            channel starts the same. How each family fits, and how well,
+            is in docs/initial-functions.md.
+        initial_range: `(low, high)`, the range the initial function is
+            fitted on, two finite numbers with `low < high` (default
+            `(-4, 4)`).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Examples:
@@ -155,9 +177,29 @@ class LearnableActivation(keras.layers.Layer):
     >>> layer = kla.layers.AdaptiveScaling("tanh", granularity="channel")
     >>> isinstance(layer, kla.layers.LearnableActivation)
     True
+    >>> pwlu = kla.layers.PWLU(initial_function="relu6")
+    >>> pwlu.build((None, 4))
+    >>> pwlu.curve([-1.0, 3.0, 4.0])[0].tolist()
+    [0.0, 3.0, 4.0]
     """
 
-    def __init__(self, granularity="layer", axis=-1, **kwargs):
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls, *args, **kwargs)
+        # Keras wraps `build` (name scope, `built`, locking the state);
+        # the fit to `initial_function` runs after that whole build, once
+        # the family's weights exist, without each family calling it.
+        keras_build = obj.build
+
+        @functools.wraps(keras_build)
+        def build_and_fit(*args, **kwargs):
+            keras_build(*args, **kwargs)
+            obj._fit_initial_function()
+
+        obj.build = build_and_fit
+        return obj
+
+    def __init__(self, granularity="layer", axis=-1, initial_function=None,
+                 initial_range=_initial.DEFAULT_RANGE, **kwargs):
         super().__init__(**kwargs)
         self.granularity = check_choice(
             "granularity", granularity, GRANULARITIES
@@ -173,6 +215,8 @@ class LearnableActivation(keras.layers.Layer):
                 "(channels_last) or 1 (channels_first)."
             )
         self.axis = int(axis)
+        self.initial_function = _initial.check_function(initial_function)
+        self.initial_range = _initial.check_range(initial_range)
         self.supports_masking = True
         self.channels = None
         self._axis_from_end = None
@@ -354,7 +398,121 @@ class LearnableActivation(keras.layers.Layer):
             for w in self.weights
         }
 
+    # -- starting as a given function -----------------------------------------
+
+    def fit_to(self, function, x, weights=None):
+        """Fits the unit to a function on sample points; returns the error.
+
+        Sets the layer's weights (every channel the same) so that the unit
+        approximates `function` at the points `x`, as well as the family's
+        parameters allow (see docs/initial-functions.md): exactly where
+        they can express it, else by weighted least squares (ABU,
+        AdaptiveScaling, SLAF), interpolation at the breakpoints (PWLU) or
+        a deterministic search (DEU). A PWLU is put in phase II, so that it
+        computes and learns the fitted function (the statistics phase would
+        compute ReLU). The layer must be built.
+
+        Args:
+            function: a function of a NumPy array returning a NumPy array of
+                the same shape (NumPy in, NumPy out), or one of the names
+                `initial_function` accepts.
+            x: the sample points, a 1-D array-like of finite numbers with at
+                least two distinct values (a PWLU's range becomes
+                `[min(x), max(x)]`).
+            weights: optional non-negative weights, one per point (default:
+                every point the same). Pass `x` drawn from the input
+                distribution, or its density as `weights`, to fit where the
+                inputs are.
+
+        Returns:
+            The maximum absolute error of the layer's output (inference
+            mode, as `curve`) against `function` on `x`, a float.
+
+        Examples:
+
+        >>> import numpy as np, keras_learnact as kla
+        >>> layer = kla.layers.ABU(["relu", "tanh", "identity"])
+        >>> layer.build((None, 4))
+        >>> x = np.linspace(-3.0, 3.0, 61)
+        >>> error = layer.fit_to(lambda v: 2.0 * np.tanh(v) - v, x)
+        >>> error < 1e-5
+        True
+        >>> (np.round(layer.normalized_weights(), 4) + 0.0).tolist()
+        [0.0, 2.0, -1.0]
+        """
+        if not self.built:
+            raise ValueError(
+                f"Layer '{self.name}' is not built yet: call it on an input "
+                "(or call build(input_shape)) before fit_to()."
+            )
+        if isinstance(function, str):
+            function = _initial.function(function)
+        elif not callable(function):
+            raise ValueError(
+                f"Invalid function={function!r}: expected a callable (NumPy "
+                "in, NumPy out) or one of the names: "
+                f"{', '.join(repr(n) for n in _initial.NAMES)}."
+            )
+        x, weights = _initial.check_samples(x, weights)
+        target = _initial.evaluate(function, x)
+        self._fit(function, x, weights)
+        outputs = self.curve(x).astype("float64")
+        return float(np.max(np.abs(outputs - target)))
+
+    def _fit_initial_function(self):
+        """Fits the unit to `initial_function` on `initial_range` (at
+        build; nothing without an initial function)."""
+        if self.initial_function is None:
+            return
+        x = _initial.sample_points(*self.initial_range)
+        self._fit(_initial.function(self.initial_function), x,
+                  _initial.normal_weights(x))
+
+    def _fit(self, function, x, weights):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # A layer first built inside a traced function is fitted once,
+            # eagerly, as its weights are initialised: not in the graph.
+            with tf.init_scope():
+                self._fit_parameters(function, x, weights)
+        else:
+            self._fit_parameters(function, x, weights)
+
+    def _fit_parameters(self, function, x, weights):
+        """Sets the weights so that the unit approximates `function`.
+
+        Each family implements it (its own mathematics, in its file).
+
+        Args:
+            function: a NumPy function (float64 in, float64 out).
+            x: the sample points, a 1-D float64 array.
+            weights: the points' weights, float64, summing to one.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement fitting to a function "
+            "(_fit_parameters)."
+        )
+
+    def _current(self, variable, default):
+        """A weight's value as a float64 NumPy array, or `default` while it
+        has none: a weight created inside a `tf.function` trace is given
+        its value only when the function first runs."""
+        value = np.asarray(ops.convert_to_numpy(variable.value), "float64")
+        return default if value.size == 0 else value
+
+    def _assign(self, variable, value):
+        """Assigns a NumPy value, broadcast to every channel."""
+        value = np.asarray(value, dtype="float64")
+        variable.assign(np.broadcast_to(value, variable.shape).astype(
+            keras.backend.standardize_dtype(variable.dtype)))
+
     def get_config(self):
         config = super().get_config()
-        config.update({"granularity": self.granularity, "axis": self.axis})
+        config.update({
+            "granularity": self.granularity,
+            "axis": self.axis,
+            "initial_function": self.initial_function,
+            "initial_range": list(self.initial_range),
+        })
         return config
