@@ -537,3 +537,41 @@ class TestDEUContract(LayerContract):
                   {"critical_damping": "reference", "epsilon": 0.02},
                   (6,), trainable=5),
     ]
+
+
+@pytest.mark.parametrize("critical", ["exact", "reference"])
+def test_coefficient_backward_matches_finite_differences(critical):
+    # `deu_coefficient_gradient`, the hand-written backward pass of the
+    # per-unit coefficients, against central differences of
+    # `deu_coefficients` for a random upstream, one unit in every case
+    # with c1 and c2 nonzero.
+    from keras_learnact.layers.deu import COEFFICIENTS
+    from keras_learnact.layers.deu import deu_coefficient_gradient
+    from keras_learnact.layers.deu import deu_coefficients
+
+    params = np.array([(*ONE_PER_CASE[name], 0.3, -0.2) for name in CASES])
+    rng = np.random.default_rng(7)
+    upstream = {n: rng.normal(size=len(CASES)) for n in COEFFICIENTS}
+
+    def weighted_sum(p):
+        k = deu_coefficients(*ops.convert_to_tensor(p.T, "float64"),
+                             critical_damping=critical)
+        return sum(upstream[n] * ops.convert_to_numpy(k[n]).astype("float64")
+                   for n in COEFFICIENTS)
+
+    got = deu_coefficient_gradient(
+        {n: ops.convert_to_tensor(v, "float64") for n, v in upstream.items()},
+        *ops.convert_to_tensor(params.T, "float64"),
+        critical_damping=critical)
+    got = np.stack([ops.convert_to_numpy(g) for g in got], axis=1)
+    # Steps well inside every case (the nearest boundary is the critical
+    # unit's, 0.006 away in the discriminant).
+    step = 1e-3 if DOWNCASTS_FLOAT64 else 1e-6
+    expected = np.zeros_like(params)
+    for j in range(5):
+        shift = np.zeros_like(params)
+        shift[:, j] = step
+        expected[:, j] = (weighted_sum(params + shift)
+                          - weighted_sum(params - shift)) / (2 * step)
+    rtol, atol = (5e-3, 5e-3) if DOWNCASTS_FLOAT64 else (1e-6, 1e-7)
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)

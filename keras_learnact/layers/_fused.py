@@ -61,7 +61,7 @@ def fuse(fn, gradient=None):
     return call
 
 
-def with_gradient(fn, gradient):
+def with_gradient(fn, gradient, output_shape=None):
     """`fn` with a hand-written backward pass on every backend.
 
     The backward pass recomputes what it needs from the inputs and the
@@ -87,6 +87,8 @@ def with_gradient(fn, gradient):
         gradient: its backward pass, `gradient(upstream, y, x, *params)
             -> (dx, *dparams)` where `y = fn(x, *params)`, written with
             `keras.ops`, one gradient shaped like each argument.
+        output_shape: the static shape of `y` as a function of that of
+            `x` (default: the same shape, as for an activation).
 
     Returns:
         A function with the values of `fn` and the gradients of `gradient`.
@@ -110,7 +112,11 @@ def with_gradient(fn, gradient):
 
         @tf.custom_gradient
         def joined_tensorflow(x, *params):
-            y = _keep_shape(forward(x, *params), x)
+            y = forward(x, *params)
+            if output_shape is None:
+                y = _keep_shape(y, x)
+            elif not tf.executing_eagerly():
+                y.set_shape(output_shape(x.shape))
 
             def joined_gradient(upstream):
                 grads = backward(upstream, y, x, *params)

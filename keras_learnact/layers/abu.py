@@ -1,10 +1,13 @@
 """Adaptive Blending Units: a learned blend of fixed activations."""
 
+import itertools
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _basis
+from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import fuse
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -15,6 +18,12 @@ NORMALIZATIONS = (
 )
 POSNORM_MIN = 1e-4
 POSNORM_MAX = 1e3
+# A blend fitted in "softmax" mode gives a basis function that it leaves out
+# the weight SOFTMAX_FLOOR (its raw weight is log(SOFTMAX_FLOOR)).
+SOFTMAX_FLOOR = 1e-7
+# "absnormed" fits try every sign pattern of the weights up to this many
+# basis functions (2^n patterns).
+SIGN_PATTERNS_UP_TO = 10
 
 
 def normalize_blend(theta, mode, reference_posnormed=False):
@@ -118,7 +127,17 @@ class ABU(LearnableActivation):
         reference_posnormed: if True, `posnormed` behaves as the released
             reference code did (identical to `normalized`). Default False:
             the intended clip-then-normalise semantics.
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+        **kwargs: `initial_function` and `initial_range` (see
+            `LearnableActivation`; not together with `initial_weights`),
+            and base layer keyword arguments, such as `name` and `dtype`.
+            The blend is fitted by weighted least squares over the weights
+            the normalisation allows (summing to one for `normalized`,
+            absolute values summing to one for `absnormed`, non-negative
+            and summing to one for `posnormed` and `softmax`, where a left
+            out function keeps a weight of about 1e-7), and swish's `beta`
+            by a one-dimensional search; exact when the function is in the
+            basis' reach (ReLU, ELU, tanh, swish, identity and leaky ReLU
+            with the default basis and normalisation).
 
     Examples:
 
@@ -170,6 +189,13 @@ class ABU(LearnableActivation):
                 )
             initial_weights = [float(v) for v in values]
             self._check_start(initial_weights, reference_posnormed)
+            if self.initial_function is not None:
+                raise ValueError(
+                    f"Invalid initial_weights={initial_weights!r} with "
+                    f"initial_function={self.initial_function!r}: the "
+                    "blend is fitted to the initial function. Allowed: one "
+                    "of the two."
+                )
         self.initial_weights = initial_weights
         self.blend_weights_trainable = bool(blend_weights_trainable)
         self.reference_posnormed = bool(reference_posnormed)
@@ -283,3 +309,67 @@ class ABU(LearnableActivation):
             "reference_posnormed": self.reference_posnormed,
         })
         return config
+
+    def _fit_parameters(self, function, x, weights):
+        """The blend by weighted least squares over the weights that the
+        normalisation allows, and swish's `beta` by a one-dimensional
+        search around its current value (see `LearnableActivation.fit_to`
+        and the class docstring)."""
+        target = _initial.evaluate(function, x)
+        fixed = {name: _basis.values(name, x) for name in set(self.basis)
+                 if name != _basis.PARAMETRIC}
+
+        def fit(beta):
+            design = np.stack([
+                _basis.values(name, x, beta) if name == _basis.PARAMETRIC
+                else fixed[name] for name in self.basis], axis=1)
+            blend = self._fit_blend(
+                *_initial.compress(design, target, weights))
+            return blend, _initial.weighted_error(
+                design @ blend, target, weights)
+
+        beta = None
+        if self.swish_beta is not None:
+            start = float(np.mean(self._current(self.swish_beta, 1.0)))
+            beta = _initial.minimize_scalar(lambda b: fit(b)[1], start)
+            self._assign(self.swish_beta, beta)
+        blend = fit(beta)[0]
+        mode = self.normalization
+        if mode == "posnormed" and not self.reference_posnormed:
+            theta = np.clip(blend * (POSNORM_MAX / np.max(blend)),
+                            POSNORM_MIN, POSNORM_MAX)
+        elif mode == "softmax":
+            theta = np.log(np.maximum(blend, SOFTMAX_FLOOR))
+        else:
+            theta = blend
+        self._assign(self.blend_weights, theta)
+
+    def _fit_blend(self, design, target):
+        """The applied blend weights `w` that fit best (in least squares)
+        among those the normalisation can produce."""
+        mode = self.normalization
+        weights = np.ones(len(target))
+        if mode == "unrestricted":
+            return _initial.weighted_least_squares(design, target, weights)
+        if mode == "normalized" or (
+                mode == "posnormed" and self.reference_posnormed):
+            return _initial.weighted_least_squares(
+                design, target, weights, total=1.0)
+        if mode != "absnormed":  # posnormed, softmax: on the simplex
+            return _initial.simplex_least_squares(design, target, weights)
+        # absnormed: sum(|w|) = 1, not convex; for each sign pattern s the
+        # best w with s . w = 1, scaled onto sum(|w|) = 1, and the best of
+        # those.
+        n = design.shape[1]
+        free = _initial.weighted_least_squares(design, target, weights)
+        candidates = [free]
+        if n <= SIGN_PATTERNS_UP_TO:
+            for signs in itertools.product((1.0, -1.0), repeat=n):
+                signs = np.asarray(signs)
+                candidates.append(signs * _initial.weighted_least_squares(
+                    design * signs, target, weights, total=1.0))
+        candidates = [c / np.sum(np.abs(c)) for c in candidates
+                      if np.sum(np.abs(c)) > 0] or [np.full(n, 1.0 / n)]
+        errors = [_initial.weighted_error(design @ c, target, weights)
+                  for c in candidates]
+        return candidates[int(np.argmin(errors))]

@@ -1,10 +1,12 @@
 """Adaptive scaling ("alpha-activations"): `y = alpha * g(x)`."""
 
 import keras
+import numpy as np
 from keras import initializers
 from keras import ops
 
 from keras_learnact.layers import _basis
+from keras_learnact.layers import _initial
 from keras_learnact.layers.base import LearnableActivation
 
 
@@ -34,7 +36,10 @@ class AdaptiveScaling(LearnableActivation):
         axis: the channel axis for channel granularity (default -1).
         alpha_initializer: initializer of `alpha`, default 1.0.
         alpha_regularizer: optional regularizer of `alpha`.
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+        **kwargs: `initial_function` and `initial_range` (see
+            `LearnableActivation`: `alpha`, and swish's `beta`, fitted by
+            weighted least squares; exact when the function is `g`), and
+            base layer keyword arguments, such as `name` and `dtype`.
 
     Examples:
 
@@ -97,3 +102,24 @@ class AdaptiveScaling(LearnableActivation):
             ),
         })
         return config
+
+    def _fit_parameters(self, function, x, weights):
+        """`alpha` by weighted least squares; for swish also `beta`, by a
+        one-dimensional search around its current value (see
+        `LearnableActivation.fit_to`)."""
+        target = _initial.evaluate(function, x)
+
+        def fit(beta):
+            column = _basis.values(self.activation, x, beta)
+            alpha = _initial.weighted_least_squares(
+                column[:, None], target, weights)[0]
+            return alpha, _initial.weighted_error(
+                alpha * column, target, weights)
+
+        beta = None
+        if self.swish_beta is not None:
+            start = float(np.mean(self._current(self.swish_beta, 1.0)))
+            beta = _initial.minimize_scalar(lambda b: fit(b)[1], start)
+            self._assign(self.swish_beta, beta)
+        self._assign(self.alpha, fit(beta)[0])
+
