@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -229,7 +230,15 @@ class SLAF(LearnableActivation):
         gate_initializer: initializer of the gate logit (default
             `RandomNormal(0, 1)`).
         coefficient_regularizer: optional regularizer of the coefficients.
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+        **kwargs: `initial_function` and `initial_range` (see
+            `LearnableActivation`), and base layer keyword arguments, such
+            as `name` and `dtype`. The unit starts as the weighted least
+            squares polynomial of `degree`; in the normalised form the
+            moving statistics are set to the moments of `x^i` under the
+            stated input distribution (the standard normal, on the range),
+            so inference computes that polynomial exactly, and training,
+            which normalises by the batch, computes it for batches with
+            those moments.
 
     Examples:
 
@@ -970,3 +979,36 @@ class SLAF(LearnableActivation):
             ),
         })
         return config
+
+    def _fit_parameters(self, function, x, weights):
+        """The weighted least squares polynomial of `degree`, in the raw
+        form; in the normalised form with the moving statistics set to the
+        moments of the powers under `weights` (see
+        `LearnableActivation.fit_to`)."""
+        target = _initial.evaluate(function, x)
+        orders = np.arange(self.degree + 1)
+        polynomial = _initial.weighted_least_squares(
+            x[:, None] ** orders, target, weights)
+        gate = 1.0
+        if self.gate_logit is not None:
+            logit = self._current(self.gate_logit, None)
+            if logit is None:  # not drawn yet: start the gate at 1/2
+                logit = 0.0
+                self._assign(self.gate_logit, logit)
+            gate = 0.5 + 0.5 * math.tanh(0.5 * float(logit))  # sigmoid
+        if not self.normalized:
+            if self.basis == "taylor":
+                polynomial = polynomial * np.array(
+                    [math.factorial(j) for j in orders], "float64")
+            self._assign(self.coefficients, polynomial / gate)
+            return
+        # y = sum_i W_i (x^i - mu_i) / sqrt(var_i + eps) + b, folded:
+        # W_i = a_i sqrt(var_i + eps), b = a_0 + sum_i a_i mu_i.
+        powers = x[:, None] ** orders[1:]
+        mean = weights @ powers
+        variance = np.maximum(weights @ np.square(powers) - mean**2, 0.0)
+        self._assign(self.moving_mean, mean)
+        self._assign(self.moving_variance, variance)
+        self._assign(self.coefficients, polynomial[1:] * np.sqrt(
+            variance + self.epsilon) / gate)
+        self._assign(self.bias, polynomial[0] + polynomial[1:] @ mean)
