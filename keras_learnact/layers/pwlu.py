@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import fuse
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
@@ -188,6 +189,20 @@ class PWLU(LearnableActivation):
     the piecewise-linear interpolant of ReLU on the grid, which differs from
     ReLU on the interval that contains 0.
 
+    Starting as another function (`initial_function=`, or `fit_to` later):
+    the bounds become the fitted range (`initial_range`, default (-4, 4),
+    which then takes the place of `initial_bounds`), the heights the
+    function's values at the breakpoints, and `KL`, `KR` its slopes just
+    outside the bounds; exact for ReLU, ReLU6, leaky ReLU and the identity
+    (and hard swish at the breakpoints) when their kinks are breakpoints,
+    as with the default range and an even `N`. Such a unit starts in
+    phase II, as with `start_realigned=True`: phase I computes ReLU, and a
+    unit asked to start as, say, swish must compute swish from the first
+    call (a converted model keeps the original's function) and learn from
+    there. The realignment callback leaves it alone (it realigns only
+    units still in phase I); `realign()`, called by hand, resets it to its
+    initial function (not ReLU) on the statistics' grid.
+
     Training follows the paper's two phases:
 
     * Phase I (statistics): the unit computes exactly `relu(x)`, no gradient
@@ -256,8 +271,11 @@ class PWLU(LearnableActivation):
             (default `(-3.0, 3.0)`, which with an even `N` gives exact ReLU).
         start_realigned: if True, the layer starts in phase II with the
             initial ReLU parameters and learns them from the first step,
-            skipping the statistics phase (default False).
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+            skipping the statistics phase (default False; implied by
+            `initial_function`).
+        **kwargs: `initial_function` and `initial_range` (see
+            `LearnableActivation` and above), and base layer keyword
+            arguments, such as `name` and `dtype`.
 
     Examples:
 
@@ -665,7 +683,9 @@ class PWLU(LearnableActivation):
 
         Sets `BL = mu - s sigma`, `BR = mu + s sigma` (`s = bound_sigmas`,
         `BR` at least `BL + MIN_WIDTH`), `KL = 0`, `KR = 1`, the heights to
-        ReLU on the new grid, and the `realigned` weight to 1. From then on
+        ReLU on the new grid (or, for a layer with `initial_function`, the
+        heights and slopes to that function's, as `fit_to` sets them), and
+        the `realigned` weight to 1. From then on
         every parameter is learned and the statistics are frozen. Calling it
         again resets the unit again from the (frozen) statistics.
 
@@ -698,9 +718,15 @@ class PWLU(LearnableActivation):
         grid = left[..., None] + width[..., None] * fractions
         self.left_bound.assign(left)
         self.right_bound.assign(left + width)
-        self.heights.assign(ops.relu(grid))
-        self.left_slope.assign(ops.zeros_like(left))
-        self.right_slope.assign(ops.ones_like(left))
+        if self.initial_function is None:
+            self.heights.assign(ops.relu(grid))
+            self.left_slope.assign(ops.zeros_like(left))
+            self.right_slope.assign(ops.ones_like(left))
+        else:
+            self._set_function(
+                _initial.function(self.initial_function),
+                ops.convert_to_numpy(self.left_bound.value),
+                ops.convert_to_numpy(self.right_bound.value))
         self.realigned.assign(1.0)
 
     def _check_built(self, method):
@@ -720,6 +746,32 @@ class PWLU(LearnableActivation):
             "start_realigned": self.start_realigned,
         })
         return config
+
+    def _fit_parameters(self, function, x, weights):
+        """Bounds `[min(x), max(x)]`, the heights and tail slopes from
+        `function`, and phase II (see `LearnableActivation.fit_to` and
+        "Starting as another function" in the class docstring). Not a
+        least-squares fit: `weights` are not used."""
+        left, right = float(np.min(x)), float(np.max(x))
+        self._assign(self.left_bound, left)
+        self._assign(self.right_bound, right)
+        self._set_function(function, left, right)
+        self._assign(self.realigned, 1.0)
+
+    def _set_function(self, function, left, right):
+        """Heights `function(B_i)` on the grid of the bounds `left`,
+        `right` (numbers, or NumPy arrays of `param_shape()`), and the
+        tail slopes of `function` just outside them."""
+        left = np.asarray(left, "float64")
+        right = np.asarray(right, "float64")
+        fractions = np.arange(self.num_intervals + 1) / self.num_intervals
+        grid = left[..., None] + (right - left)[..., None] * fractions
+        heights = _initial.evaluate(function, grid.ravel())
+        left_slope, right_slope = _initial.outward_slopes(
+            function, left, right)
+        self._assign(self.heights, heights.reshape(grid.shape))
+        self._assign(self.left_slope, left_slope)
+        self._assign(self.right_slope, right_slope)
 
 
 def _multi_replica_context():
