@@ -25,9 +25,11 @@ import warnings
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "layers", "plotting", "snapshots")
+_SUBMODULES = ("callbacks", "convert", "layers", "plotting", "snapshots")
 _LAYERS = ("ABU", "DEU", "PWLU", "SLAF", "AdaptiveScaling",
            "LearnableActivation")
+# Functions of the workflow modules, by the submodule that holds them.
+_FUNCTIONS = {"replace_activations": "convert"}
 
 __all__ = [
     "ABU",
@@ -37,9 +39,11 @@ __all__ = [
     "AdaptiveScaling",
     "LearnableActivation",
     "callbacks",
+    "convert",
     "custom_objects",
     "layers",
     "plotting",
+    "replace_activations",
     "snapshots",
 ]
 
@@ -49,6 +53,11 @@ def __getattr__(name):
         return importlib.import_module(f"{__name__}.{name}")
     if name in _LAYERS:
         value = getattr(importlib.import_module(f"{__name__}.layers"), name)
+        globals()[name] = value
+        return value
+    if name in _FUNCTIONS:
+        module = importlib.import_module(f"{__name__}.{_FUNCTIONS[name]}")
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
