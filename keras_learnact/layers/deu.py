@@ -1,10 +1,13 @@
 """Differential Equation Units: each unit is the solution of a learned ODE."""
 
 import functools
+import itertools
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import shared
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers.base import LearnableActivation
@@ -829,7 +832,10 @@ class DEU(LearnableActivation):
             which snaps `a` and `c` to `sign * |b| / 2` (rate `+-1`).
         surrogate_gradient: whether degenerate coefficients get the
             neighbouring solution's gradient (default True).
-        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+        **kwargs: `initial_function` and `initial_range` (see
+            `LearnableActivation`; the five parameters are fitted by a
+            deterministic search, see `_fit_parameters`), and base layer
+            keyword arguments, such as `name` and `dtype`.
 
     Examples:
 
@@ -960,3 +966,109 @@ class DEU(LearnableActivation):
             "surrogate_gradient": self.surrogate_gradient,
         })
         return config
+
+    # -- fitting to a function (LearnableActivation.fit_to) --------------------
+
+    # The fits to the named functions, by settings and samples: every DEU
+    # of a converted model starts from the same search.
+    _fitted = {}
+    # The grid of (a, b, c) that the search starts from, and how many of
+    # its best points it refines.
+    FIT_GRID = (-2.0, -1.0, -0.5, -0.2, -0.05, 0.0, 0.05, 0.2, 0.5, 1.0, 2.0)
+    FIT_STARTS = 8
+    FIT_ITERATIONS = 40
+    FIT_SEARCH_SAMPLES = 200
+
+    def _fit_parameters(self, function, x, weights):
+        """The five parameters by a deterministic search.
+
+        `y` is linear in `c1, c2` (`y = y0 + c1 phi1 + c2 phi2` before the
+        output clip, `y0, phi1, phi2` depending on `a, b, c`), so for any
+        `a, b, c` the best `c1, c2` come from a 2x2 weighted least squares
+        problem, and only `(a, b, c)` is searched: every point of the grid
+        `FIT_GRID`^3 (the degenerate cases included, so ReLU
+        `(0, 1, 0, 0, 0)`, the identity and ELU are found exactly), then a
+        pattern search from the `FIT_STARTS` best, polling the 26
+        neighbours of each point at two step sizes, doubling a step that
+        improved and halving one that did not. The error is the weighted
+        squared error of the clipped output; the search runs on at most
+        `FIT_SEARCH_SAMPLES` of the points, the final `c1, c2` on all.
+        """
+        key = None
+        if any(function is f for f in _initial.FUNCTIONS.values()):
+            key = (function, x.tobytes(), weights.tobytes(), self.epsilon,
+                   self.step_sharpness, self.exponent_cap, self.output_clip,
+                   self.critical_damping, self._dtype())
+        found = self._fitted.get(key) if key else None
+        if found is None:
+            found = self._fit_search(_initial.evaluate(function, x), x,
+                                     weights)
+            if key:
+                if len(self._fitted) >= 64:
+                    self._fitted.clear()
+                self._fitted[key] = found
+        for name, value in zip(("a", "b", "c", "c1", "c2"), found,
+                               strict=True):
+            self._assign(getattr(self, name), value)
+
+    def _fit_search(self, target, x, weights):
+        """The search of `_fit_parameters`; returns `(a, b, c, c1, c2)`."""
+        every = max(1, len(x) // self.FIT_SEARCH_SAMPLES)
+        sample = (x[::every], target[::every], weights[::every])
+        grid = np.asarray(self.FIT_GRID)
+        points = np.array(list(itertools.product(grid, grid, grid)))
+        _, errors = self._fit_linear(points, *sample)
+        best = np.argsort(errors, kind="stable")[:self.FIT_STARTS]
+        points, errors = points[best], errors[best]
+        cube = np.array([m for m in itertools.product((-1.0, 0.0, 1.0),
+                                                      repeat=3) if any(m)])
+        moves = np.concatenate([cube, 0.2 * cube])
+        steps = np.full(len(points), 0.1)
+        starts = np.arange(len(points))
+        for _ in range(self.FIT_ITERATIONS):
+            trials = points[:, None, :] + steps[:, None, None] * moves
+            _, trial_errors = self._fit_linear(trials.reshape(-1, 3),
+                                               *sample)
+            trial_errors = trial_errors.reshape(len(points), len(moves))
+            choice = np.argmin(trial_errors, axis=1)
+            better = trial_errors[starts, choice] < errors * (1 - 1e-9)
+            points = np.where(better[:, None], trials[starts, choice],
+                              points)
+            errors = np.where(better, trial_errors[starts, choice], errors)
+            steps = np.where(better, np.minimum(2.0 * steps, 1.0),
+                             0.5 * steps)
+            if np.all(steps < 1e-4):
+                break
+        linear, errors = self._fit_linear(points, x, target, weights)
+        best = int(np.argmin(errors))
+        return (*points[best], *linear[best])
+
+    def _fit_linear(self, abc, x, target, weights):
+        """For each row `(a, b, c)` of `abc`: the best `(c1, c2)` and the
+        weighted squared error of the clipped output with them."""
+        count = len(abc)
+        units = np.concatenate([
+            np.repeat(abc, 3, axis=0),
+            np.tile([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], (count, 1))],
+            axis=1)
+        dtype = self._dtype()
+        params = ops.convert_to_tensor(units.T[:, :, None], dtype)
+        k = deu_coefficients(*(params[i] for i in range(5)), self.epsilon,
+                             self.step_sharpness, self.critical_damping)
+        y = deu_evaluate(ops.convert_to_tensor(x[None, :], dtype), k,
+                         self.exponent_cap)
+        y = np.asarray(ops.convert_to_numpy(y), "float64").reshape(
+            count, 3, len(x))
+        base = y[:, 0]
+        basis = y[:, 1:] - base[:, None]
+        basis = np.where(np.isfinite(basis), basis, 0.0)
+        gram = np.einsum("pim,pjm,m->pij", basis, basis, weights)
+        moment = np.einsum("pim,pm,m->pi", basis, target - base, weights)
+        linear = np.einsum("pij,pj->pi", np.linalg.pinv(gram, rcond=1e-10),
+                           moment)
+        linear = np.clip(linear, -100.0 * self.output_clip,
+                         100.0 * self.output_clip)
+        outputs = np.clip(base + np.einsum("pi,pim->pm", linear, basis),
+                          -self.output_clip, self.output_clip)
+        errors = _initial.weighted_error(outputs, target, weights)
+        return linear, np.where(np.isfinite(errors), errors, np.inf)
