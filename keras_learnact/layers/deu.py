@@ -42,6 +42,31 @@ COEFFICIENTS = (
 )
 
 
+def _case_masks(a, b, c, epsilon):
+    """The case of every unit (see `DEU`), as a dict from the names of
+    tests/test_deu.py's `CASES` to boolean tensors shaped like `a`."""
+    big_a, big_b, big_c = (ops.abs(v) >= epsilon for v in (a, b, c))
+    small_a, small_b, small_c = (
+        ops.logical_not(v) for v in (big_a, big_b, big_c))
+    both = ops.logical_and
+    full = both(big_a, both(big_b, big_c))
+    disc = b * b - 4.0 * a * c
+    a_and_c = both(big_a, both(small_b, big_c))
+    return {
+        "identity": both(small_a, both(small_b, small_c)),
+        "step": both(small_a, both(small_b, big_c)),
+        "b": both(small_a, both(big_b, small_c)),
+        "bc": both(small_a, both(big_b, big_c)),
+        "a": both(big_a, both(small_b, small_c)),
+        "oscillator": both(a_and_c, a * c > 0),
+        "hyperbolic": both(a_and_c, a * c < 0),
+        "ab": both(big_a, both(big_b, small_c)),
+        "critical": both(full, ops.abs(disc) < epsilon),
+        "underdamped": both(full, disc <= -epsilon),
+        "overdamped": both(full, disc >= epsilon),
+    }
+
+
 def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
                      critical_damping="exact"):
     """Per-unit rates and coefficients of the common form of every case.
@@ -80,14 +105,7 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     """
     zero = ops.zeros_like(a)
     one = ops.ones_like(a)
-    big_a = ops.abs(a) >= epsilon
-    big_b = ops.abs(b) >= epsilon
-    big_c = ops.abs(c) >= epsilon
-    small_a, small_b, small_c = (
-        ops.logical_not(big_a), ops.logical_not(big_b),
-        ops.logical_not(big_c),
-    )
-    both = ops.logical_and
+    case = _case_masks(a, b, c, epsilon)
     out = {name: zero for name in COEFFICIENTS}
     used = {name: ops.zeros_like(a, dtype="bool") for name in COEFFICIENTS}
 
@@ -100,28 +118,27 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
         return ops.where(mask, x, value * one)
 
     # A=0 B=0 C=0: the identity.
-    add(both(small_a, both(small_b, small_c)), K1P=one)
+    add(case["identity"], K1P=one)
     # A=0 B=0 C=1: c y = H, smoothed: 1 / (c (1 + E(-sigma t))).
-    m = both(small_a, both(small_b, big_c))
+    m = case["step"]
     add(m, S=1.0 / safe(m, c, 1.0), r2=-step_sharpness * one)
     # A=0 B=1 C=0: b y' = H: H t / b + c1.
-    m = both(small_a, both(big_b, small_c))
+    m = case["b"]
     add(m, K0P=c1, K1Q=1.0 / safe(m, b, 1.0))
     # A=0 B=1 C=1: b y' + c y = H.
-    m = both(small_a, both(big_b, big_c))
+    m = case["bc"]
     bs, cs = safe(m, b, 1.0), safe(m, c, 1.0)
     add(m, r1=-cs / bs, MCP=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs)
     # A=1 B=0 C=0: a y'' = H.
-    m = both(big_a, both(small_b, small_c))
+    m = case["a"]
     add(m, K0P=c2, K1P=c1, K2=0.5 / safe(m, a, 1.0))
     # A=1 B=0 C=1, ac > 0: oscillator with w = sign(a) k, k = sqrt(c/a).
-    m_ac = both(big_a, both(small_b, big_c))
-    m = both(m_ac, a * c > 0)
+    m = case["oscillator"]
     as_, cs = safe(m, a, 1.0), safe(m, c, 1.0)
     add(m, w=ops.sqrt(cs / as_), MCP=c1, MSP=c2 * ops.sign(as_),
         K0Q=1.0 / cs, MCQ=-1.0 / cs)
     # A=1 B=0 C=1, ac < 0: rates +-k, k = sqrt(-c/a); E(l t), l = sign(a) k.
-    m = both(m_ac, a * c < 0)
+    m = case["hyperbolic"]
     as_, cs = safe(m, a, 1.0), safe(m, c, -1.0)
     k = ops.sqrt(-cs / as_)
     positive = as_ > 0
@@ -129,27 +146,25 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
         MCP=ops.where(positive, c2, c1), G2P=ops.where(positive, c1, c2),
         K0Q=1.0 / cs, MCQ=-0.5 / cs, G2Q=-0.5 / cs)
     # A=1 B=1 C=0: a y'' + b y' = H.
-    m = both(big_a, both(big_b, small_c))
+    m = case["ab"]
     as_, bs = safe(m, a, 1.0), safe(m, b, 1.0)
     ratio = as_ / bs
     add(m, r1=-bs / as_, K0P=c2, MCP=-c1 * ratio,
         K1Q=1.0 / bs, K0Q=-ratio / bs, MCQ=ratio / bs)
     # A=B=C=1: the damped oscillator, split by the discriminant.
-    full = both(big_a, both(big_b, big_c))
-    disc = b * b - 4.0 * a * c
-    m = both(full, ops.abs(disc) < epsilon)
+    m = case["critical"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 2.0), safe(m, c, 1.0)
     if critical_damping == "reference":
         half_b = 0.5 * ops.abs(bs)
         as_, cs = ops.sign(as_) * half_b, ops.sign(cs) * half_b
     r = -bs / (2.0 * as_)
     add(m, r1=r, MCP=c2, M1P=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs, M1Q=r / cs)
-    m = both(full, disc <= -epsilon)
+    m = case["underdamped"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 0.0), safe(m, c, 1.0)
     root = ops.sqrt(4.0 * as_ * cs - bs * bs)
     add(m, r1=-bs / (2.0 * as_), w=root / (2.0 * as_), MCP=c1, MSP=c2,
         K0Q=1.0 / cs, MCQ=-1.0 / cs, MSQ=-bs / (cs * root))
-    m = both(full, disc >= epsilon)
+    m = case["overdamped"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 3.0), safe(m, c, 1.0)
     s = ops.sqrt(bs * bs - 4.0 * as_ * cs)
     add(m, r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
@@ -193,14 +208,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
     g = upstream
     zero = ops.zeros_like(a)
     one = ops.ones_like(a)
-    big_a = ops.abs(a) >= epsilon
-    big_b = ops.abs(b) >= epsilon
-    big_c = ops.abs(c) >= epsilon
-    small_a, small_b, small_c = (
-        ops.logical_not(big_a), ops.logical_not(big_b),
-        ops.logical_not(big_c),
-    )
-    both = ops.logical_and
+    case = _case_masks(a, b, c, epsilon)
     grads = {name: zero for name in ("a", "b", "c", "c1", "c2")}
 
     def add(mask, **values):
@@ -215,25 +223,24 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         return -(g["K0Q"] - g["MCQ"]) / (cs * cs)
 
     # c y = H: S = 1/c.
-    m = both(small_a, both(small_b, big_c))
+    m = case["step"]
     cs = safe(m, c, 1.0)
     add(m, c=-g["S"] / (cs * cs))
     # b y' = H: K0P = c1, K1Q = 1/b.
-    m = both(small_a, both(big_b, small_c))
+    m = case["b"]
     bs = safe(m, b, 1.0)
     add(m, c1=g["K0P"], b=-g["K1Q"] / (bs * bs))
     # b y' + c y = H: r1 = -c/b, MCP = c1, K0Q = 1/c, MCQ = -1/c.
-    m = both(small_a, both(big_b, big_c))
+    m = case["bc"]
     bs, cs = safe(m, b, 1.0), safe(m, c, 1.0)
     add(m, b=g["r1"] * cs / (bs * bs), c=-g["r1"] / bs + inverse_c(cs),
         c1=g["MCP"])
     # a y'' = H: K0P = c2, K1P = c1, K2 = 1/(2a).
-    m = both(big_a, both(small_b, small_c))
+    m = case["a"]
     as_ = safe(m, a, 1.0)
     add(m, a=-0.5 * g["K2"] / (as_ * as_), c1=g["K1P"], c2=g["K0P"])
     # Oscillator: w = sqrt(c/a), MCP = c1, MSP = sign(a) c2, 1/c terms.
-    m_ac = both(big_a, both(small_b, big_c))
-    m = both(m_ac, a * c > 0)
+    m = case["oscillator"]
     as_, cs = safe(m, a, 1.0), safe(m, c, 1.0)
     w = ops.sqrt(cs / as_)
     add(m, a=-g["w"] * w / (2.0 * as_),
@@ -241,7 +248,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c1=g["MCP"], c2=g["MSP"] * ops.sign(as_))
     # Hyperbolic: r1 = k, r2 = -k with k = sqrt(-c/a); MCP and G2P are c1
     # and c2 in an order set by sign(a); K0Q = 1/c, MCQ = G2Q = -1/(2c).
-    m = both(m_ac, a * c < 0)
+    m = case["hyperbolic"]
     as_, cs = safe(m, a, 1.0), safe(m, c, -1.0)
     k = ops.sqrt(-cs / as_)
     dk = g["r1"] - g["r2"]
@@ -253,7 +260,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c2=ops.where(positive, g["MCP"], g["G2P"]))
     # a y'' + b y' = H: r1 = -b/a, K0P = c2, MCP = -c1 a/b, K1Q = 1/b,
     # K0Q = -a/b^2, MCQ = a/b^2.
-    m = both(big_a, both(big_b, small_c))
+    m = case["ab"]
     as_, bs = safe(m, a, 1.0), safe(m, b, 1.0)
     q = g["MCQ"] - g["K0Q"]            # weight of a / b^2
     add(m, a=g["r1"] * bs / (as_ * as_) - g["MCP"] * c1 / bs + q / (bs * bs),
@@ -262,9 +269,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c1=-g["MCP"] * as_ / bs, c2=g["K0P"])
     # Critically damped: r1 = -b/(2a), MCP = c2, M1P = c1, K0Q = 1/c,
     # MCQ = -1/c, M1Q = r1/c.
-    full = both(big_a, both(big_b, big_c))
-    disc = b * b - 4.0 * a * c
-    m = both(full, ops.abs(disc) < epsilon)
+    m = case["critical"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 2.0), safe(m, c, 1.0)
     if critical_damping == "reference":
         # a and c snapped to sign * |b|/2: r1 = -sign(a) sign(b) is
@@ -283,7 +288,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
             c1=g["M1P"], c2=g["MCP"])
     # Underdamped: root = sqrt(4ac - b^2), r1 = -b/(2a), w = root/(2a),
     # MCP = c1, MSP = c2, K0Q = 1/c, MCQ = -1/c, MSQ = -b/(c root).
-    m = both(full, disc <= -epsilon)
+    m = case["underdamped"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 0.0), safe(m, c, 1.0)
     root = ops.sqrt(4.0 * as_ * cs - bs * bs)
     msq = -bs / (cs * root)
@@ -297,7 +302,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
     # Overdamped: s = sqrt(b^2 - 4ac), r1 = (s - b)/(2a),
     # r2 = -(b + s)/(2a), MCP = c2, G2P = c1, K0Q = 1/c,
     # MCQ = -(b + s)/(2 s c), G2Q = -(s - b)/(2 s c).
-    m = both(full, disc >= epsilon)
+    m = case["overdamped"]
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 3.0), safe(m, c, 1.0)
     s = ops.sqrt(bs * bs - 4.0 * as_ * cs)
     mcq = -(bs + s) / (2.0 * s * cs)
