@@ -576,7 +576,9 @@ PART_1 = pytest.mark.xfail(
     reason="PWLU(initial_function=...) is part 1 of issue #18, not yet in "
     "this tree; enable once it lands")
 
-# The largest logit difference allowed, relative to the largest logit.
+# The largest logit difference allowed, relative to the largest logit (or
+# absolute where the logits are below 1: the random networks' logits differ
+# from backend to backend, MobileNetV3Small's were 0.23 on JAX).
 # PWLU is ReLU exactly, and ReLU6 on its range (-4, 4) but not above it,
 # where its last slope goes on; hard swish, swish and sigmoid it
 # approximates.
@@ -597,7 +599,7 @@ def test_applications_with_pwlu_started_as_the_original(name,
     scale = float(np.max(np.abs(original)))
     record_property("timing", f"PWLU: largest logit difference "
                     f"{difference:g} (logits up to {scale:.3g})")
-    assert difference <= PWLU_TOLERANCE[name] * scale
+    assert difference <= PWLU_TOLERANCE[name] * max(scale, 1.0)
 
 
 @PART_1
