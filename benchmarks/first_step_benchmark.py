@@ -22,10 +22,11 @@ Run:
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+
+import _machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,28 +57,6 @@ model.train_on_batch(x, y)
 print(json.dumps({{"first": first, "second": time.perf_counter() - start,
                    "loss": loss}}))
 """
-
-
-def cpu_model():
-    """The processor's model name, as the kernel reports it.
-
-    Returns:
-        A string such as `"AMD EPYC 7B13"`, or `platform.processor()` where
-        /proc/cpuinfo is not readable.
-
-    Example:
-
-    >>> isinstance(cpu_model(), str)
-    True
-    """
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def batch_size(network):
@@ -149,11 +128,7 @@ def main(argv=None):
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     activations = ["relu"] + [a for a in args.activations if a != "relu"]
-    import keras
-
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; backend "
-          f"{keras.backend.backend()}, keras {keras.__version__}, "
-          f"jit_compile={args.jit_compile}; {args.rounds} round(s)")
+    print(f"{_machine.header(args.jit_compile)}; {args.rounds} round(s)")
     print("| network | activation | first step (s) | ratio to ReLU "
           "| second step (s) |")
     print("|---|---|---|---|---|")

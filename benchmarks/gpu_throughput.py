@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+import _machine  # noqa: E402
 import cifar_models  # noqa: E402
 
 import keras_learnact as kla  # noqa: E402
@@ -127,17 +128,19 @@ def main(argv=None):
     jit = False if args.no_jit else "auto"
     results = measure(args.model, args.activations, args.batch_size,
                       args.steps, args.rounds, jit)
-    header = (f"keras {keras.__version__}, backend {keras.backend.backend()}"
-              f", {args.model}, batch {args.batch_size}, policy "
-              f"{keras.mixed_precision.global_policy().name}, jit_compile="
-              f"{jit}, {args.rounds} rounds x {args.steps} steps")
+    machine = _machine.describe(jit)
+    header = (f"{args.model}, batch {args.batch_size}, policy "
+              f"{keras.mixed_precision.global_policy().name}, "
+              f"{args.rounds} rounds x {args.steps} steps")
+    print(_machine.header(machine=machine))
     print(header)
     print("| activation | images/s | vs ReLU |\n|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['images_per_s']:.0f} | {r['ratio']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"setup": header, "results": results}, f, indent=2)
+            json.dump({"machine": machine, "setup": header,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import keras_learnact as kla  # noqa: E402
 from keras_learnact.callbacks.snapshot import ActivationSnapshot  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _machine  # noqa: E402
 from activation_benchmark import build_model  # noqa: E402
 
 CIFAR_EPOCH = 50_000
@@ -145,8 +146,8 @@ def main(argv=None):
                     directory)
     steps = math.ceil(CIFAR_EPOCH / args.batch_size)
     cifar_epoch = t["batch"] * steps
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"ABU CNN (6 layers), batch {args.batch_size}, "
+    print(_machine.header("auto"))
+    print(f"ABU CNN (6 layers), batch {args.batch_size}, "
           f"probe {args.probe or 'none'}, {args.rounds} rounds")
     print(f"fit, 1 epoch of {args.samples} samples: "
           f"{t['epoch_without']:.2f} s without, {t['epoch_with']:.2f} s with "
