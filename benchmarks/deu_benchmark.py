@@ -18,9 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
+import _machine  # noqa: E402
 from activation_benchmark import VARIANTS  # noqa: E402
+from activation_benchmark import add_compile_arguments  # noqa: E402
 from activation_benchmark import format_table  # noqa: E402
+from activation_benchmark import heading  # noqa: E402
 from activation_benchmark import time_models  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -144,13 +146,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--jit", action="store_true")
+    add_compile_arguments(parser)
     args = parser.parse_args(argv)
     results = time_models(args.variants, args.rounds, args.steps,
                           args.batch_size, args.jit)
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} "
-          f"steps, jit_compile={args.jit}")
+    print(heading(_machine.describe(args.jit), args.batch_size, args.rounds,
+                  args.steps))
     print(format_table(results))
 
 

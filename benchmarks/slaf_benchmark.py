@@ -17,9 +17,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras  # noqa: E402
+import _machine  # noqa: E402
 from activation_benchmark import VARIANTS  # noqa: E402
+from activation_benchmark import add_compile_arguments  # noqa: E402
 from activation_benchmark import format_table  # noqa: E402
+from activation_benchmark import heading  # noqa: E402
 from activation_benchmark import time_models  # noqa: E402
 
 from keras_learnact.layers.slaf import SLAF  # noqa: E402
@@ -44,15 +46,13 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--jit", action="store_true",
-                        help="compile with XLA (jit_compile=True)")
+    add_compile_arguments(parser)
     args = parser.parse_args(argv)
     VARIANTS.update(SLAF_VARIANTS)
     results = time_models(list(SLAF_VARIANTS), args.rounds, args.steps,
                           args.batch_size, args.jit)
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-          f"batch {args.batch_size}, {args.rounds} rounds x {args.steps} "
-          f"steps, jit_compile={args.jit}")
+    print(heading(_machine.describe(args.jit), args.batch_size, args.rounds,
+                  args.steps))
     print(format_table(results))
 
 
