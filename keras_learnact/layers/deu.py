@@ -8,7 +8,6 @@ import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _initial
-from keras_learnact.layers._fused import shared
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -446,7 +445,7 @@ def deu_value_and_slope(t, k, exponent_cap=14.0):
 
 
 def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
-                 axes=None, output=None):
+                 axes=None, output=None, skip=True):
     """The backward pass of `deu_evaluate`, in closed form.
 
     With `H = [t > 0]`, `X = X_P + H X_Q`, `g1 = E(r1 t)`, `g2 = E(r2 t)`,
@@ -480,6 +479,9 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
             (default: those where the coefficients' static shape is 1).
         output: the clipped output of the forward pass, if at hand: where
             `|output| < limit` no clip acted (else `y` is recomputed).
+        skip: whether the terms no unit uses are skipped by conditionals
+            (default), or every term is computed (for small inputs, where
+            the conditionals would cost more than the terms).
 
     Returns:
         `(dt, grads)`: the input gradient, shaped like `t`, and a dict from
@@ -499,6 +501,9 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     """
     live = k["live"]
     dtype = t.dtype
+
+    def cond_(flag, true_fn, false_fn):
+        return cond(flag, true_fn, false_fn) if skip else true_fn()
     if limit is not None:
         limit = ops.cast(limit, dtype)
         if output is None:
@@ -544,7 +549,7 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     def still():
         return (pick("MC"), ops.zeros_like(t), *split(g1), zero, zero, zero)
 
-    inner, d_inner, dmcp, dmcq, dmsp, dmsq, dw = cond(
+    inner, d_inner, dmcp, dmcq, dmsp, dmsq, dw = cond_(
         live["w"], oscillating, still)
     grads = {"w": dw, "MCP": dmcp, "MCQ": dmcq, "MSP": dmsp, "MSQ": dmsq}
 
@@ -552,24 +557,24 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
         m1 = pick("M1")
         return (inner + m1 * t, d_inner + m1, *split(g1 * t))
 
-    inner, d_inner, grads["M1P"], grads["M1Q"] = cond(
+    inner, d_inner, grads["M1P"], grads["M1Q"] = cond_(
         flag("M1P", "M1Q"), ramp, lambda: (inner, d_inner, zero, zero))
     slope = k["r1"] * e1 * inner + g1 * d_inner
     grads["r1"] = total(u * e1 * t * inner)
 
-    grads["K0P"] = cond(live["K0P"], lambda: total(u), lambda: zero)
-    grads["K0Q"] = cond(live["K0Q"], lambda: total(uh), lambda: zero)
+    grads["K0P"] = cond_(live["K0P"], lambda: total(u), lambda: zero)
+    grads["K0Q"] = cond_(live["K0Q"], lambda: total(uh), lambda: zero)
 
     def linear():
         return (slope + pick("K1"), *split(t))
 
-    slope, grads["K1P"], grads["K1Q"] = cond(
+    slope, grads["K1P"], grads["K1Q"] = cond_(
         flag("K1P", "K1Q"), linear, lambda: (slope, zero, zero))
 
     def quadratic():
         return (slope + 2.0 * k["K2"] * step * t, total(uh * t * t))
 
-    slope, grads["K2"] = cond(live["K2"], quadratic, lambda: (slope, zero))
+    slope, grads["K2"] = cond_(live["K2"], quadratic, lambda: (slope, zero))
 
     def second():
         g2, e2 = capped(k["r2"])
@@ -579,7 +584,7 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
         return (slope + k["r2"] * e2 * weight, dg2p, dg2q, total(u * q),
                 total(u * e2 * t * weight))
 
-    slope, grads["G2P"], grads["G2Q"], grads["S"], grads["r2"] = cond(
+    slope, grads["G2P"], grads["G2Q"], grads["S"], grads["r2"] = cond_(
         flag("G2P", "G2Q", "S"), second,
         lambda: (slope, zero, zero, zero, zero))
     return u * slope, grads
@@ -610,93 +615,7 @@ def deu_pack(k):
     return coefficients, used
 
 
-def deu_unpack(coefficients, live):
-    """The inverse of `deu_pack`: the dict `deu_evaluate` takes.
-
-    Args:
-        coefficients: the stacked coefficients.
-        live: a float vector, 1 where the coefficient is live (the `used`
-            masks of `deu_pack` reduced over the units with a maximum).
-
-    Returns:
-        A dict from the names in `COEFFICIENTS` to tensors, plus `"live"`.
-
-    Examples:
-
-    >>> from keras import ops
-    >>> k = deu_coefficients(*ops.convert_to_tensor([[0.0]] * 5, "float32"))
-    >>> packed, used = deu_pack(k)
-    >>> again = deu_unpack(packed, ops.max(used, axis=1))
-    >>> bool(again["live"]["K1P"]), bool(again["live"]["K2"])  # identity
-    (True, False)
-    """
-    k = {n: coefficients[i] for i, n in enumerate(COEFFICIENTS)}
-    k["live"] = {n: live[i] > 0.5 for i, n in enumerate(COEFFICIENTS)}
-    return k
-
-
-@functools.lru_cache(maxsize=None)
-def _coefficient_kernel(epsilon, step_sharpness, critical_damping):
-    """The coefficients of every unit from its five parameters (`params`,
-    stacked on the first axis), with the closed-form backward pass of
-    `deu_coefficient_gradient`; one function for every layer with these
-    settings. Returns the coefficients and their `used` masks of
-    `deu_pack`, concatenated on the first axis."""
-    def forward(params):
-        return ops.concatenate(deu_pack(deu_coefficients(
-            *(params[i] for i in range(5)), epsilon, step_sharpness,
-            critical_damping)), axis=0)
-
-    def backward(upstream, packed, params):
-        # The masks' upstream is ignored: they are piecewise constant.
-        grads = {n: upstream[i] for i, n in enumerate(COEFFICIENTS)}
-        return (ops.stack(deu_coefficient_gradient(
-            grads, *(params[i] for i in range(5)), epsilon,
-            critical_damping)),)
-
-    return with_gradient(
-        forward, backward,
-        lambda shape: (2 * len(COEFFICIENTS), *shape[1:]))
-
-
-@functools.lru_cache(maxsize=None)
-def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
-    """The clipped common form of `(t, coefficients, live)` with the
-    closed-form backward pass of `deu_gradient`, one for every layer with
-    these settings and input rank (`channel_axes`: a bool per axis of the
-    input, true on the channel axis), whatever its size.
-
-    With `surrogate`, it takes three more arguments, the neighbouring
-    solutions' coefficients and live flags and a 0/1 `degenerate` flag per
-    unit, which do not change its value: the backward pass also returns
-    their coefficients' gradient, that of the neighbouring solutions on
-    the head of the batch (`SURROGATE_EXAMPLES` examples) for the
-    degenerate units, scaled up to the batch size (see `DEU`)."""
-    axes = [i for i, channel in enumerate(channel_axes) if not channel]
-
-    def forward(t, coefficients, live, *neighbour):
-        y = deu_evaluate(t, deu_unpack(coefficients, live), exponent_cap)
-        limit = ops.cast(output_clip, y.dtype)
-        return ops.clip(y, -limit, limit)
-
-    def backward(upstream, y, t, coefficients, live, *neighbour):
-        dt, grads = deu_gradient(upstream, t, deu_unpack(coefficients, live),
-                                 exponent_cap, output_clip, axes, y)
-        result = [dt, ops.stack([grads[n] for n in COEFFICIENTS]),
-                  ops.zeros_like(live)]
-        if surrogate:
-            near, near_live, degenerate = neighbour
-            head = t[:SURROGATE_EXAMPLES]
-            scale = ops.cast(ops.shape(t)[0], t.dtype) / ops.cast(
-                ops.shape(head)[0], t.dtype)
-            _, near_grads = deu_gradient(
-                upstream[:SURROGATE_EXAMPLES] * (scale * degenerate), head,
-                deu_unpack(near, near_live), exponent_cap, output_clip, axes)
-            result += [ops.stack([near_grads[n] for n in COEFFICIENTS]),
-                       ops.zeros_like(near_live), ops.zeros_like(degenerate)]
-        return tuple(result)
-
-    return with_gradient(forward, backward)
+COUNT = len(COEFFICIENTS)
 
 
 def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
@@ -729,33 +648,122 @@ def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
 
 
 @functools.lru_cache(maxsize=None)
-def _neighbour_kernel(epsilon, step_sharpness, critical_damping,
-                      exponent_cap, output_clip, channel_axes):
-    """The neighbouring solution of every unit (see `DEU`), from the head
-    of the batch and the parameters: its five parameters (the small ones
-    of `a, b, c` moved to `+-epsilon`, `c1, c2` refitted at the head's
-    mean input) and a 0/1 flag, 1 for a degenerate unit, stacked on the
-    first axis. One function for every layer with these settings and
-    input rank; it has no gradient (call it on stopped tensors)."""
-    axes = [i for i, channel in enumerate(channel_axes) if not channel]
+def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
+                        exponent_cap, output_clip, surrogate):
+    """The coefficients of every unit, with the closed-form backward pass
+    of `deu_coefficient_gradient`; one function for every layer with these
+    settings.
 
-    def coefficients(a, b, c, c1, c2):
-        return deu_coefficients(a, b, c, c1, c2, epsilon, step_sharpness,
+    It takes the five parameters stacked on the first axis and, with
+    `surrogate`, a sixth row: the mean input `t0` of each unit on the head
+    of the batch. It returns, concatenated on the first axis, the
+    coefficients and their `used` masks of `deu_pack`; with `surrogate`,
+    also those of the neighbouring solutions (the small ones of `a, b, c`
+    moved to `+-epsilon`, `c1, c2` refitted so that value and slope match
+    at `t0`) and a 0/1 row, 1 for a degenerate unit. The gradient the
+    neighbours' coefficients receive (from `_evaluation_kernel`) is passed
+    on to the small coefficients only (the refitted `c1, c2` and `t0` get
+    none)."""
+    def coefficients(*params):
+        return deu_coefficients(*params, epsilon, step_sharpness,
                                 critical_damping)
 
-    def neighbour(head, params):
+    def neighbours(params):
         abc = params[:3]
         small = ops.abs(abc) < epsilon
         ones = ops.ones_like(abc)
         moved = ops.where(small, epsilon * ops.where(abc < 0, -ones, ones),
                           abc)
-        t0 = ops.reshape(ops.mean(head, axis=axes), ops.shape(abc[0]))
-        fits = _neighbour_fits(coefficients, params, moved, t0,
+        fits = _neighbour_fits(coefficients, params[:5], moved, params[5],
                                exponent_cap, output_clip)
-        degenerate = ops.cast(ops.any(small, axis=0), params.dtype)
-        return ops.concatenate([moved, fits, degenerate[None]], axis=0)
+        return ops.concatenate([moved, fits], axis=0), small
 
-    return shared(neighbour)
+    def forward(params):
+        packed = list(deu_pack(coefficients(*(params[i] for i in range(5)))))
+        if surrogate:
+            near, small = neighbours(params)
+            packed += deu_pack(coefficients(*(near[i] for i in range(5))))
+            packed.append(ops.cast(ops.any(small, axis=0), params.dtype)[None])
+        return ops.concatenate(packed, axis=0)
+
+    def gradient_at(upstream, params):
+        # The masks' upstream is ignored: they are piecewise constant.
+        grads = {n: upstream[i] for i, n in enumerate(COEFFICIENTS)}
+        return ops.stack(deu_coefficient_gradient(
+            grads, *(params[i] for i in range(5)), epsilon,
+            critical_damping))
+
+    def backward(upstream, packed, params):
+        grads = gradient_at(upstream, params)
+        if not surrogate:
+            return (grads,)
+        near, small = neighbours(params)
+        near_grads = gradient_at(upstream[2 * COUNT:], near)
+        own = ops.where(small, near_grads[:3], ops.zeros_like(near_grads[:3]))
+        return (ops.concatenate(
+            [grads[:3] + own, grads[3:], ops.zeros_like(params[5:])],
+            axis=0),)
+
+    rows = (4 if surrogate else 2) * COUNT + (1 if surrogate else 0)
+    return with_gradient(forward, backward,
+                         lambda shape: (rows, *shape[1:]))
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
+    """The clipped common form of `t` for the coefficients that
+    `_coefficient_kernel` packs, with the closed-form backward pass of
+    `deu_gradient`; one for every layer with these settings and input rank
+    (`channel_axes`: a bool per axis of the input, true on the channel
+    axis), whatever its size.
+
+    With `surrogate`, the backward pass also returns the gradient of the
+    neighbouring solutions' coefficients: theirs on the head of the batch
+    (`SURROGATE_EXAMPLES` examples) for the degenerate units, scaled up to
+    the batch size (see `DEU`). Their value is not evaluated."""
+    axes = [i for i, channel in enumerate(channel_axes) if not channel]
+    layout = tuple(-1 if channel else 1 for channel in channel_axes)
+
+    def unpack(packed, first):
+        """The coefficients at rows `first...` as `deu_evaluate` takes
+        them, lined up with `t`."""
+        k = {n: ops.reshape(packed[first + i], layout)
+             for i, n in enumerate(COEFFICIENTS)}
+        used = ops.reshape(packed[first + COUNT:first + 2 * COUNT],
+                           (COUNT, -1))
+        k["live"] = {n: ops.max(used[i]) > 0.5
+                     for i, n in enumerate(COEFFICIENTS)}
+        return k
+
+    def stacked(grads, like):
+        """Per-coefficient gradients as rows shaped like `like`'s."""
+        return ops.reshape(ops.stack([grads[n] for n in COEFFICIENTS]),
+                           ops.shape(like))
+
+    def forward(t, packed):
+        y = deu_evaluate(t, unpack(packed, 0), exponent_cap)
+        limit = ops.cast(output_clip, y.dtype)
+        return ops.clip(y, -limit, limit)
+
+    def backward(upstream, y, t, packed):
+        dt, grads = deu_gradient(upstream, t, unpack(packed, 0),
+                                 exponent_cap, output_clip, axes, y)
+        rows = [stacked(grads, packed[:COUNT]),
+                ops.zeros_like(packed[COUNT:2 * COUNT])]
+        if surrogate:
+            head = t[:SURROGATE_EXAMPLES]
+            scale = ops.cast(ops.shape(t)[0], t.dtype) / ops.cast(
+                ops.shape(head)[0], t.dtype)
+            degenerate = ops.reshape(packed[4 * COUNT], layout)
+            _, near = deu_gradient(
+                upstream[:SURROGATE_EXAMPLES] * (scale * degenerate), head,
+                unpack(packed, 2 * COUNT), exponent_cap, output_clip, axes,
+                skip=False)
+            rows += [stacked(near, packed[:COUNT]),
+                     ops.zeros_like(packed[3 * COUNT:])]
+        return dt, ops.concatenate(rows, axis=0)
+
+    return with_gradient(forward, backward)
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -927,37 +935,19 @@ class DEU(LearnableActivation):
                              lambda x: self.broadcast(x, ndim))
             limit = ops.cast(self.output_clip, y.dtype)
             return ops.cast(ops.clip(y, -limit, limit), self.compute_dtype)
-        coefficient_kernel = _coefficient_kernel(*settings)
         channel_axes = self._channel_axes(len(t.shape))
-        layout = [self.channels if c else 1 for c in channel_axes]
-        count = len(COEFFICIENTS)
-
-        def unpacked(packed):
-            """Coefficients lined up with `t`, and their live flags."""
-            return (ops.reshape(packed[:count], (count, *layout)),
-                    ops.max(ops.reshape(packed[count:], (count, -1)), axis=1))
-
-        arguments = [t, *unpacked(coefficient_kernel(params))]
         surrogate = self.surrogate_gradient
         if surrogate:
-            # For every degenerate unit, the neighbouring solution's
-            # gradient for its small coefficients, estimated on the head of
-            # the batch and scaled up to the batch size. The kernel takes
-            # the neighbours' coefficients and returns their gradient; the
-            # small coefficients take it as their own (a straight-through
-            # term of value 0), the refitted c1, c2 take none.
-            sg = ops.stop_gradient
-            near = _neighbour_kernel(*settings, *clip, channel_axes)(
-                sg(t[:SURROGATE_EXAMPLES]), sg(params))
-            rows = ops.reshape(ops.convert_to_tensor(
-                [1.0, 1.0, 1.0, 0.0, 0.0], params.dtype),
-                (5,) + (1,) * (len(params.shape) - 1))
-            own = ops.where(ops.abs(params) < self.epsilon, rows,
-                            ops.zeros_like(params))
-            near_params = sg(near[:5]) + own * (params - sg(params))
-            arguments += [*unpacked(coefficient_kernel(near_params)),
-                          ops.reshape(near[5], layout)]
-        y = _evaluation_kernel(*clip, channel_axes, surrogate)(*arguments)
+            # For the neighbouring solutions of the degenerate units (see
+            # `_coefficient_kernel`): the mean input of each unit on the
+            # head of the batch, where their gradient is estimated.
+            axes = [i for i, c in enumerate(channel_axes) if not c]
+            t0 = ops.mean(ops.stop_gradient(t[:SURROGATE_EXAMPLES]),
+                          axis=axes)
+            params = ops.concatenate(
+                [params, ops.reshape(t0, (1, *params.shape[1:]))], axis=0)
+        packed = _coefficient_kernel(*settings, *clip, surrogate)(params)
+        y = _evaluation_kernel(*clip, channel_axes, surrogate)(t, packed)
         return ops.cast(y, self.compute_dtype)
 
     def get_config(self):
