@@ -489,7 +489,9 @@ def replace_activations(model, factory, targets=None):
         targets: None (replace every fixed activation) or a list of the
             names to replace, such as `["relu", "relu6"]`; aliases
             (`"silu"`, `"hard_silu"`) are accepted. A known name that the
-            model does not use gets a warning.
+            model does not use gets a warning; when none of them is used
+            (nothing would be replaced), a `ValueError` lists the ones it
+            has.
 
     Returns:
         A new Keras model (functional or Sequential, as the original).
@@ -497,8 +499,9 @@ def replace_activations(model, factory, targets=None):
     Raises:
         TypeError: `model` is not a Keras model, `factory` is not callable,
             or the factory returned something other than a Keras layer.
-        ValueError: a subclassed model, an unknown target name, or a factory
-            that returns the same layer twice (or one already in use).
+        ValueError: a subclassed model, an unknown target name, targets
+            that match none of the model's activations, or a factory that
+            returns the same layer twice (or one already in use).
 
     Examples:
 
@@ -557,6 +560,13 @@ def replace_activations(model, factory, targets=None):
             f"activation(s) unchanged, which no Keras activation name "
             f"describes: {listed}.",
             stacklevel=2,
+        )
+    if targets is not None and not targets & converter.found:
+        used = ", ".join(repr(n) for n in sorted(converter.found)) or "none"
+        raise ValueError(
+            f"replace_activations: targets={sorted(targets)} match no "
+            f"activation of '{model.name}', so nothing would be replaced. "
+            f"The activations it has: {used}."
         )
     if targets is not None and targets - converter.found:
         warnings.warn(

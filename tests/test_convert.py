@@ -340,6 +340,11 @@ def test_empty_targets_and_absent_targets():
         new = kla.replace_activations(_mixed_model(), same,
                                       targets=["gelu", "relu"])
     assert [r.activation for r in new.replaced_activations] == ["relu"]
+    # Issue #18: a target list that matches nothing at all is an error
+    # naming what the model has, not a silent copy.
+    with pytest.raises(ValueError, match="match no activation.*'relu'"):
+        kla.replace_activations(_mixed_model(), same,
+                                targets=["gelu", "elu"])
 
 
 def _my_activation(x):
