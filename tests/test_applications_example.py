@@ -89,3 +89,34 @@ def test_bad_targets_are_refused(capsys):
         applications.parse_args(["--targets", "relu,relu7"])
     assert "Unknown target 'relu7'" in capsys.readouterr().err
     assert applications.parse_args(["--targets", "all"]).targets == ["all"]
+
+
+@APPLICATION_SCALE
+def test_weights_of_the_original_are_loaded_before_the_conversion(tmp_path):
+    # --weights: fine-tuning starts from the original's saved weights, and
+    # the converted network (PWLU started as ReLU6 on (-4, 4), exact there
+    # and slope 1 beyond) computes what the original computed, up to the
+    # rare pre-activation above 4 (0.0015 at most on PyTorch).
+    keras.utils.set_random_seed(3)
+    trained = applications.APPLICATIONS["mobilenetv2"](10, alpha=0.35)
+    path = str(tmp_path / "original.weights.h5")
+    trained.save_weights(path)
+    keras.utils.set_random_seed(4)  # the fresh build draws other weights
+    original, converted = applications.convert(
+        "mobilenetv2", "pwlu", num_classes=10, weights=path, alpha=0.35)
+    for saved, loaded in zip(trained.weights, original.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved),
+                                      keras.ops.convert_to_numpy(loaded))
+    x = np.random.default_rng(5).normal(size=(4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(converted(x, training=False)),
+        keras.ops.convert_to_numpy(trained(x, training=False)),
+        atol=5e-3)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = applications.main([
+            "--model", "mobilenetv2", "--alpha", "0.35", "--activation",
+            "pwlu", "--weights", path, "--output", str(tmp_path), *SMOKE,
+        ])
+    assert result["weights"] == path
+    assert result["conversion_difference"] == pytest.approx(0.0, abs=5e-3)
