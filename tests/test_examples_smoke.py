@@ -35,6 +35,11 @@ asserted (a test must not depend on the machine's speed or load): DEU's
 time to the first step against ReLU's is measured side by side in fresh
 processes by `benchmarks/first_step_benchmark.py`.
 
+Three keras.applications networks of `examples/applications.py` (issue
+#18), converted by `replace_activations` with each unit started as the
+activation it replaces, train two steps at batch 128 on TensorFlow
+without XLA (`APPLICATION_CELLS`, about two minutes).
+
 The whole module is marked slow and the test command (tox) runs it;
 `-m "not slow"` leaves it out. On a shared 2-core CPU, one process:
 TensorFlow about 12 min without XLA and 4 min for the XLA diagonal, JAX
@@ -53,6 +58,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import applications  # noqa: E402
 import cifar_models  # noqa: E402
 
 pytestmark = [
@@ -87,8 +93,20 @@ WARM = set()
 
 
 def batch_size(network):
-    """The batch size of the network's paper."""
+    """The batch size of the network's paper (the PWLU paper's networks,
+    ImageNet-sized there, at 128 here)."""
     return 256 if network.startswith("smcn") else 128
+
+
+# The keras.applications cells (TensorFlow, no XLA), the three whose first
+# step takes under a minute here: ResNet50 with PWLU (102 s to its first
+# step, PWLU's kernels compiled for each of its shapes) and EfficientNetB0
+# with SLAF (82 s) would add 3 minutes to a CI run already over 45
+# minutes. tests/test_convert.py checks every network's conversion.
+APPLICATION_CELLS = (
+    ("mobilenetv2", "abu"), ("mobilenetv3small", "deu"),
+    ("efficientnetb0", "adaptive-scaling"),
+)
 
 
 def _diagonal():
@@ -126,6 +144,13 @@ class Cell:
     def id(self):
         return f"{self.network}-{self.activation}-{self.mode}"
 
+    def build(self):
+        if self.network in applications.APPLICATIONS:
+            return applications.convert(
+                self.network, self.activation, NUM_CLASSES)[1]
+        return cifar_models.build_model(
+            self.network, self.activation, NUM_CLASSES)
+
     def run(self, record_property):
         jit_compile = MODES[self.mode]
         _warm_up(jit_compile)
@@ -135,9 +160,7 @@ class Cell:
         x = rng.normal(size=(2, size, 32, 32, 3)).astype("float32")
         y = rng.integers(0, NUM_CLASSES, (2, size))
         start = time.perf_counter()
-        model = cifar_models.build_model(
-            self.network, self.activation, NUM_CLASSES
-        )
+        model = self.build()
         model.compile(
             optimizer="adam",
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -188,10 +211,22 @@ for _network in NETWORKS if MODES else ():
     )
 
 
+if BACKEND == "tensorflow":
+    class TestApplications(_Network):
+        cases = tuple(Cell(network, family, "graph")
+                      for network, family in APPLICATION_CELLS)
+
+
 if MODES:  # no cells on PyTorch
     def test_matrix_covers_every_network_and_family():
         every = [c for cls in _Network.__subclasses__() for c in cls.cases]
         for mode in MODES:
-            cells = {(c.network, c.activation) for c in every if c.mode == mode}
+            cells = {(c.network, c.activation) for c in every
+                     if c.mode == mode and c.network in NETWORKS}
             assert {net for net, _ in cells} == set(NETWORKS)
             assert {name for _, name in cells} >= set(FAMILIES)
+        if BACKEND == "tensorflow":
+            cells = {(c.network, c.activation) for c in every
+                     if c.network in applications.APPLICATIONS}
+            assert {net for net, _ in cells} == {
+                "mobilenetv2", "mobilenetv3small", "efficientnetb0"}
