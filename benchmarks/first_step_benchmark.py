@@ -16,7 +16,11 @@ Run:
 
     python benchmarks/first_step_benchmark.py                  # DEU, ReLU
     python benchmarks/first_step_benchmark.py --networks resnet32 \\
-        --activations relu deu pwlu --rounds 2 --jit-compile
+        --activations relu deu pwlu --rounds 2 --jit
+
+Each model is compiled as Keras does by default on the backend
+(`jit_compile="auto"`: XLA on JAX, none on a TensorFlow CPU) unless
+`--jit` or `--no-jit` says otherwise.
 """
 
 import argparse
@@ -27,6 +31,7 @@ import subprocess
 import sys
 
 import _machine
+from activation_benchmark import add_compile_arguments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,13 +127,12 @@ def main(argv=None):
                         default=["smcn", "resnet18", "resnet32"])
     parser.add_argument("--activations", nargs="+", default=["relu", "deu"])
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="compile the train step with XLA (TensorFlow)")
+    add_compile_arguments(parser)
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
     activations = ["relu"] + [a for a in args.activations if a != "relu"]
-    print(f"{_machine.header(args.jit_compile)}; {args.rounds} round(s)")
+    print(f"{_machine.header(args.jit)}; {args.rounds} round(s)")
     print("| network | activation | first step (s) | ratio to ReLU "
           "| second step (s) |")
     print("|---|---|---|---|---|")
@@ -137,7 +141,7 @@ def main(argv=None):
         times = {name: [] for name in activations}
         seconds = {name: [] for name in activations}
         for _ in range(args.rounds):
-            found = {name: measure(network, name, args.jit_compile)
+            found = {name: measure(network, name, args.jit)
                      for name in activations}
             for name in activations:
                 times[name].append(found[name]["first"])
