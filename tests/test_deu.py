@@ -575,3 +575,34 @@ def test_coefficient_backward_matches_finite_differences(critical):
                           - weighted_sum(params - shift)) / (2 * step)
     rtol, atol = (5e-3, 5e-3) if DOWNCASTS_FLOAT64 else (1e-6, 1e-7)
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+def test_surrogate_gradient_is_the_neighbouring_solutions():
+    # The surrogate gradient of a small coefficient is that of the
+    # neighbouring solution (the small ones of a, b, c moved to +epsilon,
+    # c1, c2 refitted at the batch's mean input; the batch here is no
+    # longer than the head of SURROGATE_EXAMPLES, so no scaling): a layer
+    # set to the neighbours' parameters, differentiated without the
+    # surrogate, must give it. This checks how the backward passes carry
+    # the neighbours' gradient to the small coefficients.
+    from keras_learnact.layers.deu import COUNT
+    from keras_learnact.layers.deu import _coefficient_kernel
+
+    x = np.linspace(-1.5, 1.2, 6)[:, None].repeat(len(DEGENERATE), 1)
+    on = layer_with(DEGENERATE, dtype="float64")
+    g_on = analytic_gradients(on, x, training=True)
+    kernel = _coefficient_kernel(EPS, 100.0, "exact", 14.0, 10.0, True)
+    rows = np.concatenate([DEGENERATE.T, x.mean(axis=0)[None]])
+    packed = ops.convert_to_numpy(kernel(ops.convert_to_tensor(
+        rows, "float64"))).astype("float64")
+    moved = packed[4 * COUNT + 1:].T
+    small = np.abs(DEGENERATE[:, :3]) < EPS
+    np.testing.assert_allclose(moved[:, :3], np.where(small, EPS,
+                                                      DEGENERATE[:, :3]))
+    neighbour = layer_with(moved, dtype="float64", surrogate_gradient=False)
+    g_near = analytic_gradients(neighbour, x, training=True)
+    rtol = 2e-3 if DOWNCASTS_FLOAT64 else 1e-6
+    for i, name in enumerate(("a", "b", "c")):
+        units = np.flatnonzero(small[:, i])
+        np.testing.assert_allclose(g_on[name][units], g_near[name][units],
+                                   rtol=rtol, atol=1e-6, err_msg=name)

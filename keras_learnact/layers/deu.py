@@ -660,30 +660,36 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
     coefficients and their `used` masks of `deu_pack`; with `surrogate`,
     also those of the neighbouring solutions (the small ones of `a, b, c`
     moved to `+-epsilon`, `c1, c2` refitted so that value and slope match
-    at `t0`) and a 0/1 row, 1 for a degenerate unit. The gradient the
-    neighbours' coefficients receive (from `_evaluation_kernel`) is passed
-    on to the small coefficients only (the refitted `c1, c2` and `t0` get
-    none)."""
+    at `t0`), a 0/1 row, 1 for a degenerate unit, and the neighbours' five
+    parameters (read back by the backward pass, not refitted there). The
+    gradient the neighbours' coefficients receive (from
+    `_evaluation_kernel`) is passed on to the small coefficients only
+    (the refitted `c1, c2` and `t0` get none)."""
     def coefficients(*params):
         return deu_coefficients(*params, epsilon, step_sharpness,
                                 critical_damping)
 
+    def small(params):
+        return ops.abs(params[:3]) < epsilon
+
     def neighbours(params):
         abc = params[:3]
-        small = ops.abs(abc) < epsilon
         ones = ops.ones_like(abc)
-        moved = ops.where(small, epsilon * ops.where(abc < 0, -ones, ones),
-                          abc)
+        moved = ops.where(small(params),
+                          epsilon * ops.where(abc < 0, -ones, ones), abc)
         fits = _neighbour_fits(coefficients, params[:5], moved, params[5],
                                exponent_cap, output_clip)
-        return ops.concatenate([moved, fits], axis=0), small
+        return ops.concatenate([moved, fits], axis=0)
 
     def forward(params):
         packed = list(deu_pack(coefficients(*(params[i] for i in range(5)))))
         if surrogate:
-            near, small = neighbours(params)
+            near = neighbours(params)
             packed += deu_pack(coefficients(*(near[i] for i in range(5))))
-            packed.append(ops.cast(ops.any(small, axis=0), params.dtype)[None])
+            packed.append(ops.cast(ops.any(small(params), axis=0),
+                                   params.dtype)[None])
+            # The neighbours' parameters last, for the backward pass.
+            packed.append(near)
         return ops.concatenate(packed, axis=0)
 
     def gradient_at(upstream, params):
@@ -697,14 +703,15 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
         grads = gradient_at(upstream, params)
         if not surrogate:
             return (grads,)
-        near, small = neighbours(params)
-        near_grads = gradient_at(upstream[2 * COUNT:], near)
-        own = ops.where(small, near_grads[:3], ops.zeros_like(near_grads[:3]))
+        near_grads = gradient_at(upstream[2 * COUNT:],
+                                 packed[4 * COUNT + 1:])
+        own = ops.where(small(params), near_grads[:3],
+                        ops.zeros_like(near_grads[:3]))
         return (ops.concatenate(
             [grads[:3] + own, grads[3:], ops.zeros_like(params[5:])],
             axis=0),)
 
-    rows = (4 if surrogate else 2) * COUNT + (1 if surrogate else 0)
+    rows = 4 * COUNT + 6 if surrogate else 2 * COUNT
     return with_gradient(forward, backward,
                          lambda shape: (rows, *shape[1:]))
 
