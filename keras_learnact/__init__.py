@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("callbacks", "convert", "layers", "plotting", "snapshots")
 _LAYERS = ("ABU", "DEU", "PWLU", "SLAF", "AdaptiveScaling",
-           "LearnableActivation")
+           "LearnableActivation", "Rational")
 # Functions of the workflow modules, by the submodule that holds them.
 _FUNCTIONS = {"replace_activations": "convert"}
 
@@ -38,6 +38,7 @@ __all__ = [
     "SLAF",
     "AdaptiveScaling",
     "LearnableActivation",
+    "Rational",
     "callbacks",
     "convert",
     "custom_objects",

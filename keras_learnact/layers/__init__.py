@@ -9,6 +9,7 @@ from keras_learnact.layers.adaptive_scaling import AdaptiveScaling
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.deu import DEU
 from keras_learnact.layers.pwlu import PWLU
+from keras_learnact.layers.rational import Rational
 from keras_learnact.layers.slaf import SLAF
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "SLAF",
     "AdaptiveScaling",
     "LearnableActivation",
+    "Rational",
 ]

@@ -1,0 +1,600 @@
+"""Rational activations (Padé Activation Units): a learned P(x) / Q(x)."""
+
+import functools
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import with_gradient
+from keras_learnact.layers.base import LearnableActivation
+from keras_learnact.layers.base import check_choice
+
+VERSIONS = ("A", "B", "C", "D")
+# The largest numerator or denominator degree accepted.
+MAX_DEGREE = 16
+# Version D multiplies each numerator coefficient in training by a draw
+# from U(1 - NOISE, 1 + NOISE).
+NOISE = 0.1
+# The constant of version C's denominator, `0.1 + |R(x)|`.
+C_FLOOR = 0.1
+# The range a unit is fitted on by default (the reference's).
+DEFAULT_RANGE = (-3.0, 3.0)
+
+
+def _denominator_start(version):
+    """Where the denominator's power series starts (`b_0` for C, `b_1`
+    for the others)."""
+    return 0 if version == "C" else 1
+
+
+def _denominator_constant(version):
+    """The constant added to the denominator's absolute value term(s)."""
+    return C_FLOOR if version == "C" else 1.0
+
+
+def _horner(x, coefficient, count, derivative=False):
+    """`sum_{j < count} c_j x^j` by Horner's rule, and its derivative.
+
+    Args:
+        x: a tensor.
+        coefficient: `coefficient(j)`, the tensor `c_j`, broadcasting with
+            `x`.
+        count: the number of coefficients, at least 1.
+        derivative: whether to return the derivative too.
+
+    Returns:
+        The polynomial (shaped like `x`), or the pair (polynomial,
+        derivative) with `derivative=True`.
+    """
+    value = coefficient(count - 1) + ops.zeros_like(x)
+    slope = ops.zeros_like(x)
+    for j in reversed(range(count - 1)):
+        if derivative:
+            slope = slope * x + value
+        value = value * x + coefficient(j)
+    return (value, slope) if derivative else value
+
+
+def rational_parts(x, numerator, denominator, version, count_a, count_b,
+                   derivative=False):
+    """`P(x)` and `Q(x)` of a rational unit (and `P'`, `Q'`, `sign(R)`).
+
+    Every polynomial is evaluated by Horner's rule, with no tensor of
+    powers: `P` in `x`; `Q` of version A as `1 + sum_k |b_k| |x|^k`
+    (`|b_k x^k| = |b_k| |x|^k`), a polynomial in `|x|`; `Q` of B, C and D
+    as the constant plus `|R(x)|`, `R` a polynomial in `x`.
+
+    Args:
+        x: the inputs.
+        numerator: `numerator(j)`, the coefficient `a_j` lined up with `x`.
+        denominator: `denominator(k)`, the `k`-th denominator coefficient
+            (`b_{k+1}`, or `b_k` for version C) lined up with `x`.
+        version: `"A"`, `"B"`, `"C"` or `"D"`.
+        count_a: the number of numerator coefficients (`m + 1`).
+        count_b: the number of denominator coefficients (`n`, may be 0).
+        derivative: whether to return the derivatives too.
+
+    Returns:
+        `(P, Q)`, or with `derivative=True` `(P, P', Q, Q', s)` where `s`
+        is `sign(R(x))` (versions B, C, D; `sign(x)` for A), the sign the
+        denominator's gradient needs.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> x = ops.convert_to_tensor([2.0])
+    >>> a, b = [0.0, 1.0], [0.5]
+    >>> p, q = rational_parts(x, lambda j: a[j], lambda k: b[k], "A", 2, 1)
+    >>> float(ops.convert_to_numpy(p / q)[0])
+    1.0
+    """
+    p = _horner(x, numerator, count_a, derivative)
+    p, dp = p if derivative else (p, None)
+    constant = _denominator_constant(version)
+    if count_b == 0:
+        q = ops.ones_like(x)
+        if derivative:
+            return p, dp, q, ops.zeros_like(x), ops.zeros_like(x)
+        return p, q
+    if version == "A":
+        z = ops.abs(x)
+        sign = ops.sign(x)
+
+        def absolute(k):
+            return ops.abs(denominator(k))
+
+        r = _horner(z, absolute, count_b, derivative)
+        r, dr = r if derivative else (r, None)
+        q = constant + r * z
+        if derivative:
+            # d/dx of |x| r(|x|): sign(x) (r + |x| r'(|x|)).
+            return p, dp, q, sign * (r + z * dr), sign
+        return p, q
+    r = _horner(x, denominator, count_b, derivative)
+    r, dr = r if derivative else (r, None)
+    if _denominator_start(version) == 1:
+        # R = x (b_1 + b_2 x + ...): R' = r + x r'.
+        dr = r + x * dr if derivative else None
+        r = r * x
+    q = constant + ops.abs(r)
+    if derivative:
+        sign = ops.sign(r)
+        return p, dp, q, sign * dr, sign
+    return p, q
+
+
+@functools.lru_cache(maxsize=None)
+def _training_kernel(version, count_a, count_b, channel_axes):
+    """`P(x) / Q(x)` with the closed-form backward pass of the spec; one
+    function for every layer with these settings and input rank
+    (`channel_axes`: None for layer granularity, else a bool per axis of
+    the input, true on the channel axis), whatever its size.
+
+    The backward pass recomputes `P`, `Q` and their derivatives from `x`
+    and the coefficients (it does not read the output), with
+    `F = P / Q`, `g = upstream / Q`:
+
+        dx    = g (P' - F Q')
+        da_j  = sum g x^j
+        db_k  = -sum g F dQ/db_k,   dQ/db_k = sign(b_k) |x|^k   (A)
+                                    dQ/db_k = sign(R) x^k       (B, C, D)
+
+    the sums over every axis but the channel axis (every axis for layer
+    granularity), the powers by running multiplication, one at a time.
+    """
+    if channel_axes is None:
+        layout, axes = None, None
+    else:
+        layout = tuple(-1 if channel else 1 for channel in channel_axes)
+        axes = tuple(i for i, channel in enumerate(channel_axes)
+                     if not channel)
+
+    def lined_up(coefficients):
+        def column(j):
+            value = coefficients[..., j]
+            return value if layout is None else ops.reshape(value, layout)
+        return column
+
+    def forward(x, numerator, *denominator):
+        p, q = rational_parts(
+            x, lined_up(numerator),
+            lined_up(denominator[0]) if denominator else None, version,
+            count_a, count_b)
+        return p / q
+
+    def power_sums(term, x, count):
+        """`[sum term x^0, ..., sum term x^(count - 1)]`, stacked on the
+        last axis."""
+        sums = []
+        for j in range(count):
+            if j:
+                term = term * x
+            sums.append(ops.sum(term, axis=axes))
+        return ops.stack(sums, axis=-1)
+
+    def backward(upstream, y, x, numerator, *denominator):
+        del y  # recomputed from x: the backward pass keeps only the input
+        p, dp, q, dq, sign = rational_parts(
+            x, lined_up(numerator),
+            lined_up(denominator[0]) if denominator else None, version,
+            count_a, count_b, derivative=True)
+        f = p / q
+        g = upstream / q
+        grads = [g * (dp - f * dq), power_sums(g, x, count_a)]
+        if denominator:
+            h = -g * f
+            if version == "A":
+                # sign(b_k) sum h |x|^k, k = 1..n.
+                z = ops.abs(x)
+                grads.append(ops.sign(denominator[0])
+                             * power_sums(h * z, z, count_b))
+            else:
+                h = h * sign
+                if _denominator_start(version) == 1:
+                    h = h * x
+                grads.append(power_sums(h, x, count_b))
+        return tuple(grads)
+
+    return with_gradient(forward, backward)
+
+
+@keras.saving.register_keras_serializable(package="keras_learnact")
+class Rational(LearnableActivation):
+    """Padé Activation Unit: a learned ratio of two polynomials.
+
+        F(x) = P(x) / Q(x),    P(x) = a_0 + a_1 x + ... + a_m x^m
+
+    with `m = numerator_degree`, `n = denominator_degree` and one of four
+    denominators (`version`, as in the reference code):
+
+        A (default, the paper's "safe PAU"):
+            Q(x) = 1 + |b_1 x| + |b_2 x^2| + ... + |b_n x^n|
+        B:  Q(x) = 1 + |b_1 x + b_2 x^2 + ... + b_n x^n|
+        C:  Q(x) = 0.1 + |b_0 + b_1 x + ... + b_{n-1} x^{n-1}|
+        D:  as B; in training each numerator coefficient is multiplied
+            by an independent draw from U(0.9, 1.1) (none at inference)
+
+    A, B and D have `Q >= 1`: no pole, `F` is finite wherever `P` is, and
+    grows like `x^(m - n)` for large `|x|`. C has `Q >= 0.1` and can come
+    close to a pole. With `n = 0` the denominator is 1 (C needs `n >= 1`).
+
+    Weights: `numerator` (`a_0..a_m`, shape `(m + 1,)`, or
+    `(channels, m + 1)` for channel granularity) and `denominator`
+    (`b_1..b_n`, or `b_0..b_{n-1}` for C, shape `(n,)` or
+    `(channels, n)`; absent when `n = 0`). Version D also holds a
+    `keras.random.SeedGenerator` (its state is a non-trainable variable,
+    not a weight), so its noise is drawn afresh in every compiled step.
+
+    Start. The unit starts as the weighted least-squares fit of
+    `initial_function` (default `"leaky_relu"`) on `initial_range`
+    (default `(-3, 3)`, the reference's), each point weighted by the
+    standard normal density as in every family: a linearised least
+    squares (`P(x) - f(x) Q(x) ~ 0`), refined on the true error by
+    Levenberg-Marquardt steps (see `fit_rational`). The reference's
+    default start is leaky ReLU with slope 0.01; here `"leaky_relu"` means
+    what it means everywhere in this package, `keras.activations.leaky_relu`
+    (slope 0.2), so that a model's leaky ReLU converted by
+    `replace_activations` starts as that function. For the reference's
+    start, call `fit_to` with a slope-0.01 leaky ReLU after building (see
+    docs/layers/rational.md). `initial_function=None` is refused: a
+    rational unit has no start of its own.
+
+    Numerics. Computed in float32 (float64 for float64 inputs; integer
+    inputs in the layer's compute dtype) and cast back, so mixed precision
+    keeps float32 coefficients and float32 arithmetic. `P` and `Q` are
+    evaluated by Horner's rule (version A's `Q` as a polynomial in `|x|`),
+    with no tensor of powers. In training the backward pass is the closed
+    form of the spec, computed from the input and the coefficients only
+    (the derivative of `|.|` at 0 is taken as 0, as in the reference). At
+    the default degrees the output and its gradients are finite for
+    `|x|` up to about 1e7 (beyond, `x^5` leaves float32).
+
+    Args:
+        numerator_degree: `m`, an integer in [0, 16] (default 5).
+        denominator_degree: `n`, an integer in [0, 16] (default 4; at
+            least 1 for version C).
+        version: `"A"` (default), `"B"`, `"C"` or `"D"` (lower case
+            accepted).
+        initial_function: the function the unit starts as (default
+            `"leaky_relu"`, Keras's, slope 0.2); any name that
+            `LearnableActivation` accepts.
+        initial_range: `(low, high)`, where the initial function is fitted
+            (default `(-3, 3)`).
+        granularity: `"layer"` (default, the paper's: one set of
+            coefficients) or `"channel"` (one set per channel of `axis`).
+        axis: the channel axis for channel granularity (default -1).
+        seed: the seed of version D's noise (an integer or None).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Examples:
+
+    >>> import keras, numpy as np, keras_learnact as kla
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(4),
+    ...     kla.layers.Rational(),
+    ...     keras.layers.Dense(1),
+    ... ])
+    >>> unit = model.layers[1]
+    >>> [tuple(w.shape) for w in unit.weights]
+    [(6,), (4,)]
+    >>> curve = unit.curve(np.array([-2.0, 0.0, 2.0]))[0]
+    >>> np.round(curve, 1).tolist()
+    [-0.4, 0.0, 2.0]
+
+    Reference:
+        Molina, Schramowski, Kersting, "Padé Activation Units: End-to-end
+        Learning of Flexible Activation Functions in Deep Networks",
+        ICLR 2020, arXiv:1907.06732.
+    """
+
+    def __init__(self, numerator_degree=5, denominator_degree=4,
+                 version="A", initial_function="leaky_relu",
+                 initial_range=DEFAULT_RANGE, granularity="layer", axis=-1,
+                 seed=None, **kwargs):
+        if initial_function is None:
+            raise ValueError(
+                "Invalid initial_function=None: a Rational unit starts as "
+                "the fit of a named function. Allowed: one of "
+                f"{', '.join(repr(n) for n in _initial.NAMES)}."
+            )
+        super().__init__(granularity=granularity, axis=axis,
+                         initial_function=initial_function,
+                         initial_range=initial_range, **kwargs)
+        self.numerator_degree = _check_degree(
+            "numerator_degree", numerator_degree)
+        self.denominator_degree = _check_degree(
+            "denominator_degree", denominator_degree)
+        if isinstance(version, str) and version.upper() in VERSIONS:
+            version = version.upper()
+        self.version = check_choice("version", version, VERSIONS)
+        if self.version == "C" and self.denominator_degree == 0:
+            raise ValueError(
+                "Invalid denominator_degree=0 with version='C': its "
+                "denominator 0.1 + |b_0 + ... + b_{n-1} x^{n-1}| needs at "
+                "least one coefficient. Use denominator_degree >= 1, or "
+                "version 'A' or 'B'."
+            )
+        if seed is not None and (not isinstance(seed, (int, np.integer))
+                                 or isinstance(seed, bool)):
+            raise ValueError(
+                f"Invalid seed={seed!r}: expected an integer or None."
+            )
+        self.seed = None if seed is None else int(seed)
+        self.seed_generator = None
+        if self.version == "D":
+            self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # Placeholders: the fit to `initial_function` sets both right
+        # after build.
+        self.numerator = self.add_weight(
+            name="numerator",
+            shape=self.param_shape(self.numerator_degree + 1),
+            initializer="zeros")
+        self.denominator = None
+        if self.denominator_degree:
+            self.denominator = self.add_weight(
+                name="denominator",
+                shape=self.param_shape(self.denominator_degree),
+                initializer="ones")
+
+    def _dtype(self):
+        dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        return "float64" if dtype == "float64" else "float32"
+
+    def _numerator_noise(self):
+        """Version D's factors: one draw from `U(1 - NOISE, 1 + NOISE)` per
+        numerator coefficient."""
+        return keras.random.uniform(
+            self.numerator.shape, 1.0 - NOISE, 1.0 + NOISE,
+            dtype=self._dtype(), seed=self.seed_generator)
+
+    def _coefficients(self, training):
+        """The coefficients the unit computes with, in its compute dtype:
+        the numerator (noisy for version D in training) and, if any, the
+        denominator."""
+        dtype = self._dtype()
+        numerator = ops.cast(self.numerator, dtype)
+        if self.version == "D" and training:
+            numerator = numerator * self._numerator_noise()
+        if self.denominator is None:
+            return [numerator]
+        return [numerator, ops.cast(self.denominator, dtype)]
+
+    def call(self, inputs, training=None):
+        x = ops.cast(self.float_input(inputs), self._dtype())
+        coefficients = self._coefficients(training)
+        counts = (self.numerator_degree + 1, self.denominator_degree)
+        if not training:
+            # Inference: written into the caller's graph, which exporters
+            # need; there is no backward pass to share.
+            ndim = len(x.shape)
+
+            def lined_up(table):
+                return lambda j: self.broadcast(table[..., j], ndim)
+
+            p, q = rational_parts(
+                x, lined_up(coefficients[0]),
+                lined_up(coefficients[-1]) if len(coefficients) > 1
+                else None, self.version, *counts)
+            return ops.cast(p / q, self.compute_dtype)
+        channel_axes = None
+        if self.granularity == "channel":
+            channel = len(x.shape) + self._axis_from_end
+            channel_axes = tuple(i == channel for i in range(len(x.shape)))
+        y = _training_kernel(self.version, *counts, channel_axes)(
+            x, *coefficients)
+        return ops.cast(y, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "numerator_degree": self.numerator_degree,
+            "denominator_degree": self.denominator_degree,
+            "version": self.version,
+            "seed": self.seed,
+        })
+        return config
+
+    # -- fitting to a function (LearnableActivation.fit_to) -----------------
+
+    def _fit_parameters(self, function, x, weights):
+        """The coefficients of `fit_rational` (every channel the same)."""
+        numerator, denominator = fit_rational(
+            x, _initial.evaluate(function, x), weights,
+            self.numerator_degree, self.denominator_degree, self.version)
+        self._assign(self.numerator, numerator)
+        if self.denominator is not None:
+            self._assign(self.denominator, denominator)
+
+
+def _check_degree(name, value):
+    """`value` as an int if it is an integer in [0, MAX_DEGREE]."""
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+            or not 0 <= value <= MAX_DEGREE):
+        raise ValueError(
+            f"Invalid {name}={value!r}: expected an integer in "
+            f"[0, {MAX_DEGREE}]."
+        )
+    return int(value)
+
+
+# -- the fit, in NumPy float64 ----------------------------------------------
+
+def fit_rational(x, target, weights, numerator_degree, denominator_degree,
+                 version, iterations=100):
+    """The coefficients of a rational unit closest to `target` on `x`.
+
+    Minimises the weighted squared error `sum_i w_i (F(x_i) - t_i)^2`
+    (deterministically) in two stages:
+
+    1. linearised least squares: `P(x) - t Q(x) ~ 0` is linear in the
+       coefficients once the absolute values are resolved, so it is
+       solved by weighted least squares with the denominator's polynomial
+       taken as positive on the points (version A: `Q` is linear in
+       `|b_k|`); for B and D also with `R(x) = x S(x)`, `S` positive
+       (`|R| = |x| S`: `R`'s usual sign change at 0);
+    2. Levenberg-Marquardt steps on the true error over the denominator's
+       coefficients, the numerator's being for each denominator the
+       weighted least squares solution (`F` is linear in them: variable
+       projection, with Kaufman's Jacobian), from each of those solutions
+       and from denominator coefficients 1e-3 (the least-squares
+       polynomial; 0 would get no gradient through `|.|`); the best
+       result is returned.
+
+    A local method: a function of the family whose denominator polynomial
+    changes sign elsewhere on the points may be missed, but every named
+    function reaches the minimum that `scipy.optimize.least_squares`
+    finds from the result.
+
+    Args:
+        x: the sample points, a 1-D float64 array.
+        target: the function's values there.
+        weights: the points' non-negative weights.
+        numerator_degree: `m`.
+        denominator_degree: `n`.
+        version: `"A"`, `"B"`, `"C"` or `"D"`.
+        iterations: the most Levenberg-Marquardt steps from each start.
+
+    Returns:
+        `(numerator, denominator)`, float64 arrays of sizes `m + 1` and
+        `n`.
+
+    Examples:
+
+    >>> x = np.linspace(-3.0, 3.0, 61)
+    >>> a, b = fit_rational(x, x / (1.0 + 0.5 * x * x), np.ones(61), 1, 2,
+    ...                     "B")
+    >>> (np.round(a, 6) + 0.0).tolist(), (np.round(b, 6) + 0.0).tolist()
+    ([0.0, 1.0], [0.0, 0.5])
+    """
+    x = np.asarray(x, "float64")
+    target = np.asarray(target, "float64")
+    weights = np.asarray(weights, "float64")
+    count_a, count_b = numerator_degree + 1, denominator_degree
+    numerator_powers = x[:, None] ** np.arange(count_a)
+    if count_b == 0:
+        return _initial.weighted_least_squares(
+            numerator_powers, target, weights), np.zeros(0)
+    exponents = np.arange(count_b) + _denominator_start(version)
+    powers = (np.abs(x) if version == "A" else x)[:, None] ** exponents
+    # P - t (constant + sum b_k x^k) = 0  <=>  P - t sum b_k x^k = t c:
+    # the denominator's polynomial taken as positive on the points.
+    constant = _denominator_constant(version)
+    starts = [_linearised(numerator_powers, powers, target, weights,
+                          constant)]
+    if version in ("B", "D"):
+        # R = x S(x) with S of one sign on the points: |R| = |x| |S|.
+        starts.append(_linearised(numerator_powers,
+                                  np.abs(x)[:, None] * powers / np.where(
+                                      x == 0, 1.0, x)[:, None],
+                                  target, weights, constant))
+    small = np.full(count_b, 1e-3)
+    if version == "C":
+        # Q = 0.1 + |0.9 + ...| = 1 + ...: the polynomial again.
+        small[0] = 1.0 - C_FLOOR
+    projection = _Projection(numerator_powers, powers, target, weights,
+                             version)
+    best, best_error = None, np.inf
+    for start in (*starts, small):
+        found, error = _levenberg_marquardt(projection, start, iterations)
+        if error < best_error:
+            best, best_error = found, error
+    return projection.numerator(best), best
+
+
+def _linearised(numerator_powers, powers, target, weights, constant):
+    """The denominator coefficients of the weighted least squares solution
+    of `P(x) - t (constant + sum_k b_k powers_k) = 0`."""
+    design = np.concatenate([numerator_powers, -target[:, None] * powers],
+                            axis=1)
+    return _initial.weighted_least_squares(
+        design, constant * target, weights)[numerator_powers.shape[1]:]
+
+
+class _Projection:
+    """The error of a rational unit as a function of its denominator
+    alone, the numerator solved for by weighted least squares (variable
+    projection)."""
+
+    def __init__(self, numerator_powers, powers, target, weights, version):
+        self.root = np.sqrt(weights)
+        self.numerator_powers = numerator_powers
+        self.powers = powers
+        self.target = self.root * target
+        self.version = version
+
+    def _denominator(self, b):
+        """`Q` and its derivatives with respect to `b` (columns)."""
+        if self.version == "A":
+            return 1.0 + self.powers @ np.abs(b), self.powers * np.sign(b)
+        r = self.powers @ b
+        return (_denominator_constant(self.version) + np.abs(r),
+                self.powers * np.sign(r)[:, None])
+
+    def _solve(self, q, right):
+        """Least squares on the numerator's weighted design for each
+        column of `right`; returns the solutions and the design."""
+        design = self.root[:, None] * self.numerator_powers / q[:, None]
+        norms = np.linalg.norm(design, axis=0)
+        norms = np.where(norms > 0, norms, 1.0)
+        solution = np.linalg.lstsq(design / norms, right, rcond=None)[0]
+        return solution / norms[:, None], design
+
+    def numerator(self, b):
+        """The best numerator for the denominator `b`."""
+        q, _ = self._denominator(b)
+        return self._solve(q, self.target[:, None])[0][:, 0]
+
+    def evaluate(self, b):
+        """`(error, residual, jacobian)` at the denominator `b`."""
+        with np.errstate(all="ignore"):
+            q, dq = self._denominator(b)
+            solution, design = self._solve(q, self.target[:, None])
+            fitted = design @ solution[:, 0]
+            residual = fitted - self.target
+            # d(fitted)/db_k with the numerator held, projected off the
+            # numerator's columns (Kaufman).
+            jacobian = -(fitted / q)[:, None] * dq
+            jacobian = jacobian - design @ self._solve(q, jacobian)[0]
+        error = float(residual @ residual)
+        if not (np.isfinite(error) and np.all(np.isfinite(jacobian))):
+            return np.inf, None, None
+        return error, residual, jacobian
+
+
+def _levenberg_marquardt(projection, start, iterations):
+    """Levenberg-Marquardt steps on `projection`'s error from the
+    denominator `start`; returns the denominator and its error."""
+    params = np.asarray(start, "float64")
+    error, residual, jacobian = projection.evaluate(params)
+    damping = 1e-3
+    for _ in range(iterations):
+        if not np.isfinite(error) or error == 0.0:
+            break
+        gradient = jacobian.T @ residual
+        normal = jacobian.T @ jacobian
+        scale = np.diag(normal) + 1e-12 * (1.0 + np.max(np.diag(normal)))
+        improved = False
+        while damping < 1e12:
+            try:
+                step = np.linalg.solve(normal + damping * np.diag(scale),
+                                       -gradient)
+            except np.linalg.LinAlgError:
+                damping *= 10.0
+                continue
+            trial = projection.evaluate(params + step)
+            if trial[0] < error:
+                improved = error - trial[0] > 1e-13 * error
+                params = params + step
+                error, residual, jacobian = trial
+                damping = max(damping / 3.0, 1e-12)
+                break
+            damping *= 4.0
+        if not improved:
+            break
+    return params, error
