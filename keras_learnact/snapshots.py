@@ -28,8 +28,13 @@ points, `C_i` recorded channels of layer `i` and `B` histogram bins:
 | `layer_<i>.hist_edges` | float32 | (B + 1,) | histogram bin edges |
 | `layer_<i>.hist_counts` | int64 | (E, B) | inputs falling in each bin |
 | `layer_<i>.hist_outside` | int64 | (E, 2) | inputs below / above the edges |
+| `layer_<i>.input_range` | float32 | (E, C_i, 2) | input quantiles |
 
 The histogram entries exist only for layers recorded with a probe batch.
+`input_range` holds, per epoch and recorded channel, the 0.5 % and
+99.5 % quantiles of the inputs the channel received on the probe; it is
+optional even with a probe (files written before it was added
+have none, and a channel the probe never reached has NaN).
 The metadata JSON holds:
 
 | key | content |
@@ -39,10 +44,24 @@ The metadata JSON holds:
 | `info` | free-form provenance: `package_version`, `keras_version`, `backend` |
 | `epochs` | the epochs, as in the `epochs` array |
 | `layers` | one object per layer, in order (below) |
+| `findings` | optional: the health findings, a list of objects (below) |
 
 Each layer object: `name`, `class` (the class name), `channels` (the
 recorded channel indices), `total_channels`, `params` (weight names, in
-`param_<j>` order) and `histogram` (bool).
+`param_<j>` order), `histogram` (bool) and, optionally, `config`: the
+layer's configuration entries that are plain JSON values (`basis`,
+`normalization`, `epsilon`, ...), which `keras_learnact.explain` uses to
+describe each family's exact function.
+
+Each finding (see `keras_learnact.health`): `epoch`, `layer`, `kind`
+(`"nonfinite"`, `"clipped"`, `"dead"`, `"off_grid"`, `"moments"`),
+`channels` (the channel indices concerned, a list), `value` (the measured
+number, or null) and `message` (what was found and what to try).
+
+The optional entries (`config`, `findings`, `input_range`) were added
+without changing the version: a file without them is read as one with no
+configuration, no findings and no input ranges, and readers that do not
+know them ignore them.
 
 A reader refuses files whose `format` differs or whose `format_version` is
 newer than it knows.
@@ -119,6 +138,7 @@ class Snapshots:
         self.format_version = FORMAT_VERSION
         self._epochs = []
         self._layers = {}
+        self._findings = []
 
     # -- reading -----------------------------------------------------------
 
@@ -182,6 +202,85 @@ class Snapshots:
         return (record["hist_edges"], np.stack(record["hist_counts"]),
                 np.stack(record["hist_outside"]))
 
+    def input_ranges(self, layer):
+        """The range of each recorded channel's inputs, if recorded.
+
+        Args:
+            layer: the layer name.
+
+        Returns:
+            None for a layer recorded without a probe batch (or by a
+            version that did not record ranges), else a float32 array of
+            shape `(epochs, channels, 2)`: per epoch and recorded channel,
+            the 0.5 % and 99.5 % quantiles of the inputs it received on
+            the probe (NaN where it received none).
+
+        Examples:
+
+        >>> import numpy as np
+        >>> s = Snapshots(np.linspace(-1, 1, 3))
+        >>> s.add(0, {"act": {"class": "ABU", "curves": np.zeros((1, 3)),
+        ...                    "params": {}}})
+        >>> s.input_ranges("act") is None
+        True
+        """
+        record = self._layer(layer)
+        if record["input_range"] is None:
+            return None
+        return np.stack(record["input_range"])
+
+    def config(self, layer):
+        """The recorded configuration of one layer (plain JSON values).
+
+        Args:
+            layer: the layer name.
+
+        Returns:
+            A dict, empty for files recorded without configurations.
+
+        Examples:
+
+        >>> import numpy as np
+        >>> s = Snapshots(np.linspace(-1, 1, 3))
+        >>> s.add(0, {"act": {"class": "ABU", "curves": np.zeros((1, 3)),
+        ...                    "params": {}, "config": {"basis": ["relu"]}}})
+        >>> s.config("act")
+        {'basis': ['relu']}
+        """
+        return dict(self._layer(layer)["config"])
+
+    @property
+    def findings(self):
+        """The recorded health findings, by epoch (a list of dicts).
+
+        Each has `epoch`, `layer`, `kind`, `channels`, `value` and
+        `message`; see `keras_learnact.health`. Empty for files recorded
+        without health checks.
+        """
+        return [dict(f) for f in self._findings]
+
+    def add_findings(self, findings):
+        """Records health findings (dicts as in `findings`).
+
+        Args:
+            findings: an iterable of dicts with at least `epoch`, `layer`,
+                `kind` and `message`; or of objects with a `to_dict()`.
+
+        Examples:
+
+        >>> import numpy as np
+        >>> s = Snapshots(np.linspace(-1, 1, 3))
+        >>> s.add_findings([{"epoch": 0, "layer": "act", "kind": "dead",
+        ...                  "message": "flat"}])
+        >>> s.findings[0]["channels"]
+        []
+        """
+        for finding in findings:
+            if hasattr(finding, "to_dict"):
+                finding = finding.to_dict()
+            self._findings.append(_finding(finding))
+        self._findings.sort(key=lambda f: f["epoch"])
+
     def layer_class(self, layer):
         """The class name of one layer (`"ABU"`, ...).
 
@@ -230,9 +329,12 @@ class Snapshots:
                 `"curves"` (`(channels, points)` array), `"params"` (dict of
                 arrays), optionally `"channels"` (recorded indices, default
                 all), `"total_channels"` and, for a histogram,
-                `"hist_edges"`, `"hist_counts"` and `"hist_outside"`. The
-                first snapshot fixes the layers; later ones must give the
-                same layers, classes, channels and shapes.
+                `"hist_edges"`, `"hist_counts"` and `"hist_outside"`, with
+                optionally `"input_range"` (`(channels, 2)`), and
+                `"config"` (a dict; its plain JSON values are kept, from
+                the first snapshot). The first snapshot fixes the layers;
+                later ones must give the same layers, classes, channels
+                and shapes. Replacing an epoch drops its findings.
         """
         epoch = int(epoch)
         if epoch < 0:
@@ -247,6 +349,8 @@ class Snapshots:
             entries[name] = self._entry(name, data, epoch)
         if epoch in self._epochs:
             index = self._epochs.index(epoch)
+            self._findings = [f for f in self._findings
+                              if f["epoch"] != epoch]
             for name, entry in entries.items():
                 self._put(name, entry, index, replace=True)
             return
@@ -280,6 +384,8 @@ class Snapshots:
         keep = int(np.searchsorted(self._epochs, int(epoch), side="right"))
         dropped = [int(e) for e in self._epochs[keep:]]
         del self._epochs[keep:]
+        self._findings = [f for f in self._findings
+                          if f["epoch"] <= int(epoch)]
         for record in self._layers.values():
             for values in _series(record):
                 del values[keep:]
@@ -308,12 +414,25 @@ class Snapshots:
             "params": {str(k): np.asarray(v)
                        for k, v in data["params"].items()},
             "hist_edges": None,
+            "input_range": None,
+            "config": _plain_config(data.get("config")),
         }
         if data.get("hist_counts") is not None:
             entry["hist_edges"] = np.asarray(data["hist_edges"], "float32")
             entry["hist_counts"] = np.asarray(data["hist_counts"], "int64")
             entry["hist_outside"] = np.asarray(data["hist_outside"], "int64")
+        if data.get("input_range") is not None:
+            ranges = np.asarray(data["input_range"], "float32")
+            if ranges.shape != (curves.shape[0], 2):
+                raise ValueError(
+                    f"Layer {name!r}, epoch {epoch}: input_range of shape "
+                    f"{ranges.shape}, expected ({curves.shape[0]}, 2)."
+                )
+            entry["input_range"] = ranges
         existing = self._layers.get(name)
+        if existing is not None and existing["input_range"] is None:
+            # A record begun without ranges (an older file) stays so.
+            entry["input_range"] = None
         if existing is not None:
             same = (
                 existing["class"] == entry["class"]
@@ -323,6 +442,8 @@ class Snapshots:
                         for k, v in entry["params"].items())
                 and (existing["hist_edges"] is None)
                 == (entry["hist_edges"] is None)
+                and (existing["input_range"] is None)
+                == (entry["input_range"] is None)
             )
             if not same:
                 raise ValueError(
@@ -345,6 +466,8 @@ class Snapshots:
                 "hist_edges": entry["hist_edges"],
                 "hist_counts": [],
                 "hist_outside": [],
+                "input_range": None if entry["input_range"] is None else [],
+                "config": entry["config"],
             }
             self._layers[name] = record
         for values, value in zip(_series(record), _series(entry),
@@ -369,14 +492,20 @@ class Snapshots:
                     record["hist_counts"])
                 arrays[prefix + "hist_outside"] = np.stack(
                     record["hist_outside"])
-            layers_meta.append({
+            if record["input_range"] is not None:
+                arrays[prefix + "input_range"] = np.stack(
+                    record["input_range"])
+            meta = {
                 "name": name,
                 "class": record["class"],
                 "channels": [int(c) for c in record["channels"]],
                 "total_channels": record["total_channels"],
                 "params": list(record["params"]),
                 "histogram": has_hist,
-            })
+            }
+            if record["config"]:
+                meta["config"] = record["config"]
+            layers_meta.append(meta)
         metadata = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -384,6 +513,8 @@ class Snapshots:
             "epochs": [int(e) for e in self._epochs],
             "layers": layers_meta,
         }
+        if self._findings:
+            metadata["findings"] = self._findings
         arrays[METADATA_KEY] = np.frombuffer(
             json.dumps(metadata).encode("utf-8"), dtype="uint8"
         )
@@ -465,7 +596,52 @@ def _series(record):
     series = [record["curves"], *record["params"].values()]
     if record["hist_edges"] is not None:
         series += [record["hist_counts"], record["hist_outside"]]
+    if record.get("input_range") is not None:
+        series.append(record["input_range"])
     return series
+
+
+def _plain(value):
+    """Whether `value` is a plain JSON value (numbers, strings, booleans,
+    None, and lists and dicts of them)."""
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        return bool(np.isfinite(value))
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _plain_config(config):
+    """The entries of a layer configuration that are plain JSON values
+    (initializers, dtype policies and the like are left out)."""
+    if not config:
+        return {}
+    return {str(k): (list(v) if isinstance(v, tuple) else v)
+            for k, v in config.items()
+            if not isinstance(v, dict) and _plain(v)}
+
+
+def _finding(data):
+    """A finding as stored: the required keys checked, types made plain."""
+    try:
+        finding = {
+            "epoch": int(data["epoch"]),
+            "layer": str(data["layer"]),
+            "kind": str(data["kind"]),
+            "channels": [int(c) for c in data.get("channels") or []],
+            "value": (None if data.get("value") is None
+                      else float(data["value"])),
+            "message": str(data["message"]),
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"Invalid finding {data!r}: {error}") from error
+    if finding["value"] is not None and not np.isfinite(finding["value"]):
+        finding["value"] = None  # JSON has no NaN
+    return finding
 
 
 def _create_temporary(directory, name):
@@ -648,7 +824,17 @@ def _from_arrays(path, metadata, arrays):
             "hist_edges": None,
             "hist_counts": [],
             "hist_outside": [],
+            "input_range": None,
+            "config": _plain_config(layer.get("config")),
         }
+        if prefix + "input_range" in arrays:
+            ranges = arrays[prefix + "input_range"]
+            if ranges.shape != (n, channels.size, 2):
+                raise ValueError(
+                    f"layer {layer['name']!r}: input_range of shape "
+                    f"{ranges.shape}, expected {(n, channels.size, 2)}"
+                )
+            record["input_range"] = list(ranges)
         if layer["histogram"]:
             counts = arrays[prefix + "hist_counts"]
             outside = arrays[prefix + "hist_outside"]
@@ -663,4 +849,5 @@ def _from_arrays(path, metadata, arrays):
                           hist_outside=list(outside))
         snapshots._layers[str(layer["name"])] = record
     snapshots._epochs = epochs
+    snapshots.add_findings(metadata.get("findings") or [])
     return snapshots

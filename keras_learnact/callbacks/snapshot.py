@@ -11,6 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_learnact import health as health_checks
 from keras_learnact import snapshots as snapshot_files
 from keras_learnact.layers.base import LearnableActivation
 
@@ -100,6 +101,22 @@ class ActivationSnapshot(keras.callbacks.Callback):
     created. Temporary files left by a writer killed mid-write
     (`.NAME.XXXXXXXX.tmp`) are removed when a run opens the file.
 
+    Health checks (`health=True`, default): at every snapshot every unit
+    (all channels, also those `max_channels` leaves out of the file) is
+    checked for the problems listed in `keras_learnact.health`: a NaN or
+    infinite curve, parameter or running statistic (`"nonfinite"`), a DEU
+    output pinned at its clip (`"clipped"`), a unit flat over all the
+    inputs it received (`"dead"`), a realigned PWLU whose inputs leave its
+    bounds (`"off_grid"`) and SLAF moments growing by orders of magnitude
+    (`"moments"`). The inputs each channel received come from the probe
+    batch (without one: the grid stands for them, and `off_grid` is not
+    judged). Each problem warns once per layer and kind, naming the layer,
+    the channels, the epoch and what to try; every finding is recorded in
+    the file (`Snapshots.findings`, `keras-learnact info`) and kept in
+    `findings`. Kinds listed in `stop_on` stop training
+    (`model.stop_training = True`) at the end of the epoch, with that
+    message: unlike `keras.callbacks.TerminateOnNaN`, it says where.
+
     Works on every backend and under a `tf.distribute` strategy (curves and
     probes are evaluated eagerly, outside the compiled training step). The
     probe histograms run the model on the probe with a temporary wrapper
@@ -127,6 +144,13 @@ class ActivationSnapshot(keras.callbacks.Callback):
             callback did not write: a `fit` from epoch 0 is numbered from
             the file's last epoch on. Without a file, a new one is started.
             At most one of `overwrite` and `resume` may be True.
+        health: whether to run the health checks (default True).
+        stop_on: the kinds of finding that stop training, a tuple from
+            `keras_learnact.health.KINDS` (default none); for instance
+            `("nonfinite",)`.
+        health_thresholds: optional dict overriding some of
+            `keras_learnact.health.DEFAULT_THRESHOLDS` (`dead_slope`,
+            `clip_share`, `off_grid_share`, `moment_growth`).
 
     Examples:
 
@@ -143,12 +167,15 @@ class ActivationSnapshot(keras.callbacks.Callback):
     ...           callbacks=[snapshot])         # continues: epoch 3
     >>> kla.snapshots.load("activations.npz").epochs  # doctest: +SKIP
     array([0, 1, 2, 3])
+    >>> stop = ActivationSnapshot("run.npz", probe=x,
+    ...                           stop_on=("nonfinite",))
     """
 
     def __init__(self, filepath, every_n_epochs=1, grid=None,
                  max_channels=None, channel_seed=0, probe=None,
                  histogram_bins=50, tensorboard_dir=None, overwrite=False,
-                 resume=False):
+                 resume=False, health=True, stop_on=(),
+                 health_thresholds=None):
         super().__init__()
         self.filepath = _writable_file(filepath)
         self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
@@ -198,6 +225,22 @@ class ActivationSnapshot(keras.callbacks.Callback):
             )
         self.overwrite = overwrite
         self.resume = resume
+        if not isinstance(health, bool):
+            raise ValueError(
+                f"Invalid health={health!r}: expected True or False.")
+        self.health = health
+        self.stop_on = health_checks.check_kinds("stop_on", stop_on)
+        if self.stop_on and not health:
+            raise ValueError(
+                f"Invalid stop_on={self.stop_on!r} with health=False: "
+                "stopping needs the health checks; leave health=True.")
+        self.health_thresholds = health_checks.check_thresholds(
+            health_thresholds)
+        self.findings = []
+        self.stop_message = None
+        self._live = None
+        self._warned = set()
+        self._moment_reference = {}
         self.snapshots = None
         self._layers = None
         self._channels = {}
@@ -244,6 +287,8 @@ class ActivationSnapshot(keras.callbacks.Callback):
             self.snapshots = (self._read() if self._existing else
                               snapshot_files.Snapshots(self.grid))
         self.snapshots.info.update(_provenance())
+        if not self._continuing:
+            self._moment_reference = {}
         self._last_recorded = None
         self._last_epoch = None
         self._pending = self._capture()
@@ -363,68 +408,11 @@ class ActivationSnapshot(keras.callbacks.Callback):
         return self._channels[name]
 
     def _capture(self):
-        inputs = self._probe_inputs() if self.probe is not None else {}
-        edges = np.linspace(
-            float(self.grid[0]), float(self.grid[-1]), self.histogram_bins + 1
-        ).astype("float32")
-        data = {}
-        for name, layer in self._layers:
-            curves = layer.curve(self.grid)
-            chosen = self._choose_channels(name, curves.shape[0])
-            entry = {
-                "class": type(layer).__name__,
-                "curves": curves[chosen],
-                "channels": chosen,
-                "total_channels": curves.shape[0],
-                "params": layer.parameter_values(),
-            }
-            if self.probe is not None:
-                values = inputs.get(id(layer))
-                if values is None:
-                    values = np.zeros((0,), "float32")
-                values = values[np.isfinite(values)]
-                entry["hist_edges"] = edges
-                entry["hist_counts"] = np.histogram(values, edges)[0]
-                entry["hist_outside"] = np.array(
-                    [np.sum(values < edges[0]), np.sum(values > edges[-1])])
-            data[name] = entry
+        data, self._live = capture(
+            self.model, self._layers, self.grid, self.probe,
+            self.histogram_bins, choose=self._choose_channels,
+            stacklevel=4)
         return data
-
-    def _probe_inputs(self):
-        """Runs the model on the probe, catching each activation's input."""
-        caught = {id(layer): [] for _, layer in self._layers}
-
-        def catching(layer, call):
-            def hooked(inputs, *args, **kwargs):
-                caught[id(layer)].append(np.asarray(
-                    ops.convert_to_numpy(inputs), dtype="float32").ravel())
-                return call(inputs, *args, **kwargs)
-            return hooked
-
-        hooked = []  # (layer, its own instance-level `call` or None)
-        try:
-            for _, layer in self._layers:
-                own = vars(layer).get("call")
-                layer.call = catching(layer, layer.call)
-                hooked.append((layer, own))
-            self.model(self.probe, training=False)
-        finally:
-            for layer, own in hooked:
-                if own is None:
-                    del layer.call
-                else:
-                    layer.call = own
-        result = {}
-        for name, layer in self._layers:
-            if caught[id(layer)]:
-                result[id(layer)] = np.concatenate(caught[id(layer)])
-            else:
-                warnings.warn(
-                    f"ActivationSnapshot: the probe batch never reached "
-                    f"layer '{name}'; its input histogram is empty.",
-                    stacklevel=3,
-                )
-        return result
 
     def _commit(self, epoch, data):
         try:
@@ -436,6 +424,8 @@ class ActivationSnapshot(keras.callbacks.Callback):
                 "the file."
             ) from error
         self._last_recorded = epoch
+        if self.health:
+            self._check_health(epoch, data)
         try:
             self.snapshots.save(self.filepath)
         except OSError as error:
@@ -451,6 +441,41 @@ class ActivationSnapshot(keras.callbacks.Callback):
         if self.tensorboard_dir is not None:
             self._log_figure(epoch)
 
+    def _check_health(self, epoch, data):
+        """Checks every unit of every layer; records, warns, stops."""
+        live, self._live = self._live, None
+        if live is None:
+            return
+        found = []
+        for name, _ in self._layers:
+            everything = live[name]
+            params = data[name]["params"]
+            reference = self._moment_reference.get(name)
+            found += health_checks.check_layer(
+                name, everything, epoch, self.grid, self.health_thresholds,
+                inputs=everything.get("inputs"),
+                outputs=everything.get("outputs"), reference=reference)
+            if reference is None and health_checks.moment_reference(
+                    params, epoch):
+                self._moment_reference[name] = params
+        self.snapshots.add_findings(found)
+        self.findings += found
+        stopping = []
+        for finding in found:
+            key = (finding.layer, finding.kind)
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"ActivationSnapshot: {finding.message}",
+                              RuntimeWarning, stacklevel=4)
+            if finding.kind in self.stop_on:
+                stopping.append(finding)
+        if stopping and self.model is not None:
+            self.model.stop_training = True
+            self.stop_message = (
+                "ActivationSnapshot stops training (stop_on="
+                f"{self.stop_on!r}): {stopping[0].message}")
+            warnings.warn(self.stop_message, RuntimeWarning, stacklevel=4)
+
     def _log_figure(self, epoch):
         import tensorflow as tf
 
@@ -463,6 +488,132 @@ class ActivationSnapshot(keras.callbacks.Callback):
         with self._writer.as_default():
             write_image_summary("activation_evolution", image, epoch)
         self._writer.flush()
+
+
+def capture(model, layers, grid, probe=None, histogram_bins=50, choose=None,
+            stacklevel=2):
+    """What one snapshot records of every layer, and what health checks.
+
+    Args:
+        model: the model the layers belong to (run on the probe).
+        layers: `(name, layer)` pairs, as from `find_learnable_activations`.
+        grid: the 1-D float32 grid the curves are evaluated at.
+        probe: optional batch of model inputs; with it, each layer's input
+            histogram (`histogram_bins` bins over the grid) and each
+            channel's input range are recorded.
+        histogram_bins: the number of histogram bins.
+        choose: optional `choose(name, total) -> channel indices` of the
+            channels to record (default all).
+        stacklevel: of the warning for a layer the probe never reaches.
+
+    Returns:
+        `(data, live)`: `data` maps each name to its entry for
+        `Snapshots.add` (recorded channels only); `live` maps each name
+        to the same entry for every channel, with, given a probe,
+        `inputs` and `outputs`: `(examples, channels)` arrays of what each
+        channel received and computed.
+
+    Examples:
+
+    >>> import keras, numpy as np, keras_learnact as kla
+    >>> model = keras.Sequential([keras.Input((3,)), kla.layers.ABU()])
+    >>> data, live = capture(model, find_learnable_activations(model),
+    ...                      np.linspace(-1, 1, 5, dtype="float32"),
+    ...                      probe=np.zeros((2, 3)))
+    >>> name = model.layers[0].name
+    >>> data[name]["curves"].shape, live[name]["inputs"].shape
+    ((1, 5), (6, 1))
+    """
+    caught = _probe(model, layers, probe, stacklevel + 1) if (
+        probe is not None) else {}
+    edges = np.linspace(float(grid[0]), float(grid[-1]),
+                        histogram_bins + 1).astype("float32")
+    data, live = {}, {}
+    for name, layer in layers:
+        curves = layer.curve(grid)
+        total = curves.shape[0]
+        chosen = (np.arange(total) if choose is None
+                  else np.asarray(choose(name, total)))
+        config = snapshot_files._plain_config(layer.get_config())
+        entry = {
+            "class": type(layer).__name__,
+            "curves": curves[chosen],
+            "channels": chosen,
+            "total_channels": total,
+            "params": layer.parameter_values(),
+            "config": config,
+        }
+        everything = dict(entry, curves=curves, channels=np.arange(total))
+        if probe is not None:
+            calls = caught.get(id(layer), [])
+            inputs = np.concatenate(
+                [_by_channel(layer, i, total) for i, _ in calls]
+                or [np.zeros((0, total), "float32")])
+            outputs = np.concatenate(
+                [_by_channel(layer, o, total) for _, o in calls]
+                or [np.zeros((0, total), "float32")])
+            values = inputs[np.isfinite(inputs)]
+            entry["hist_edges"] = edges
+            entry["hist_counts"] = np.histogram(values, edges)[0]
+            entry["hist_outside"] = np.array(
+                [np.sum(values < edges[0]), np.sum(values > edges[-1])])
+            ranges = health_checks.channel_ranges(inputs)
+            entry["input_range"] = ranges[chosen]
+            everything.update(input_range=ranges, inputs=inputs,
+                              outputs=outputs)
+        data[name] = entry
+        live[name] = everything
+    return data, live
+
+
+def _by_channel(layer, values, total):
+    """A layer's input (or output) as `(examples, channels)`."""
+    values = np.asarray(values, "float32")
+    if layer.granularity == "channel" and values.ndim >= 2:
+        values = np.moveaxis(values, layer._axis_from_end, -1)
+        return values.reshape(-1, total)
+    return values.reshape(-1, 1)
+
+
+def _probe(model, layers, probe, stacklevel):
+    """Runs the model on the probe, catching each activation's input and
+    output: a dict from `id(layer)` to a list of `(inputs, outputs)` NumPy
+    arrays, one pair per call."""
+    caught = {id(layer): [] for _, layer in layers}
+
+    def catching(layer, call):
+        def hooked(inputs, *args, **kwargs):
+            outputs = call(inputs, *args, **kwargs)
+            caught[id(layer)].append((
+                np.asarray(ops.convert_to_numpy(inputs), dtype="float32"),
+                np.asarray(ops.convert_to_numpy(outputs), dtype="float32")))
+            return outputs
+        return hooked
+
+    hooked = []  # (layer, its own instance-level `call` or None)
+    try:
+        for _, layer in layers:
+            own = vars(layer).get("call")
+            layer.call = catching(layer, layer.call)
+            hooked.append((layer, own))
+        model(probe, training=False)
+    finally:
+        for layer, own in hooked:
+            if own is None:
+                del layer.call
+            else:
+                layer.call = own
+    result = {}
+    for name, layer in layers:
+        if caught[id(layer)]:
+            result[id(layer)] = caught[id(layer)]
+        else:
+            warnings.warn(
+                f"ActivationSnapshot: the probe batch never reached "
+                f"layer '{name}'; its input histogram is empty.",
+                stacklevel=stacklevel,
+            )
+    return result
 
 
 def write_image_summary(tag, image, step):
