@@ -3,9 +3,11 @@
 Usage:
 
     keras-learnact info activations.npz
+    keras-learnact explain activations.npz [--layer abu] [--epoch 5] [--json]
     keras-learnact plot activations.npz -o evolution.png \\
         [--gif evolution.gif] [--final final.png] [--layers abu abu_1] \\
-        [--channels 4] [--no-histogram] [--fps 4] [--dpi 120]
+        [--channels 4] [--max-channels 4] [--xlim -2 2] [--ylim -1 3] \\
+        [--no-histogram] [--fps 4] [--dpi 120]
     keras-learnact --version
 
 Also runnable as `python -m keras_learnact ...`. Exit status 0 on success,
@@ -15,6 +17,7 @@ imports NumPy only, never Keras or a deep-learning backend.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -47,9 +50,30 @@ def _parser():
         version=f"%(prog)s {keras_learnact.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     info = commands.add_parser(
-        "info", help="summarise a snapshot file (layers, channels, epochs)")
+        "info", help="summarise a snapshot file (layers, channels, epochs) "
+        "and list its health findings")
     info.add_argument("file", help="a snapshot file (.npz)")
     info.set_defaults(command_parser=info)
+    explain = commands.add_parser(
+        "explain",
+        help="per unit, the closest named activation a*f(b*x+c)+d over the "
+        "inputs it received (R^2, largest error) and the family's exact form",
+        description="For every recorded unit: the closest function "
+        "a * f(b * x + c) + d, f among relu, leaky_relu, elu, gelu, swish, "
+        "tanh, sigmoid, softplus, identity, abs, square and sin, fitted "
+        "over the unit's recorded input range and weighted by the input "
+        "histogram (the grid, uniformly, without a probe), with its R^2 "
+        "and largest error; and the family's exact description (ABU blend, "
+        "alpha * g, PWLU knots, SLAF polynomial, DEU ODE and case).")
+    explain.set_defaults(command_parser=explain)
+    explain.add_argument("file", help="a snapshot file (.npz)")
+    explain.add_argument("--layer", nargs="+", dest="layers",
+                         help="layer names (default all)")
+    explain.add_argument("--epoch", type=int, default=-1,
+                         help="the recorded epoch to explain (default: the "
+                         "last; negative numbers count from the end)")
+    explain.add_argument("--json", action="store_true",
+                         help="print the rows as JSON instead of a table")
     plot = commands.add_parser(
         "plot", help="plot the evolution of the activation shapes")
     plot.set_defaults(command_parser=plot)
@@ -143,6 +167,15 @@ def format_info(snaps):
         lines.append("  ".join(
             cell.ljust(width) for cell, width in zip(row, widths, strict=True)
         ).rstrip())
+    lines.append("")
+    findings = snaps.findings
+    if findings:
+        from keras_learnact import health
+
+        lines.append(f"health findings ({len(findings)}):")
+        lines += ["- " + line for line in health.summarize(findings)]
+    else:
+        lines.append("health findings: none recorded")
     return "\n".join(lines)
 
 
@@ -190,6 +223,13 @@ def main(argv=None):
         snaps = snapshot_files.load(args.file)
         if args.command == "info":
             print(format_info(snaps))
+        elif args.command == "explain":
+            from keras_learnact.explain import explain
+
+            rows = explain(snaps, layers=args.layers,
+                                   epoch=args.epoch)
+            print(json.dumps(rows.to_dicts(), indent=1) if args.json
+                  else str(rows))
         else:
             _plot(args, snaps)
     except (OSError, ValueError, ImportError, RuntimeError) as error:
