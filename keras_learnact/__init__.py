@@ -25,11 +25,12 @@ import warnings
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "convert", "layers", "plotting", "snapshots")
+_SUBMODULES = ("callbacks", "convert", "health", "layers", "plotting",
+               "snapshots")
 _LAYERS = ("ABU", "DEU", "PWLU", "SLAF", "AdaptiveScaling",
            "LearnableActivation", "Rational")
 # Functions of the workflow modules, by the submodule that holds them.
-_FUNCTIONS = {"replace_activations": "convert"}
+_FUNCTIONS = {"replace_activations": "convert", "explain": "explain"}
 
 __all__ = [
     "ABU",
@@ -42,6 +43,8 @@ __all__ = [
     "callbacks",
     "convert",
     "custom_objects",
+    "explain",
+    "health",
     "layers",
     "plotting",
     "replace_activations",
