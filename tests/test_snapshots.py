@@ -208,6 +208,30 @@ def test_histograms_of_the_real_inputs_on_the_probe(run):
                 int(np.sum(values < -4)), int(np.sum(values > 4))]
 
 
+def test_input_ranges_and_configs_of_the_recorded_channels(run):
+    """Per recorded channel, the 0.5 % and 99.5 % quantiles of the inputs
+    it received (for explain and the figures), and each layer's plain
+    configuration (for explain's exact descriptions)."""
+    snaps = ks.load(run["path"])
+    model, probe = run["model"], run["probe"]
+    for name in snaps.layers:
+        layer = model.get_layer(name)
+        taps = keras.Model(model.inputs, layer.input)
+        ranges = snaps.input_ranges(name)
+        channels = snaps.channels(name)
+        assert ranges.shape == (4, channels.size, 2)
+        values = keras.ops.convert_to_numpy(taps(probe, training=False))
+        if layer.granularity == "layer":
+            values = values.reshape(-1, 1)
+        expected = np.quantile(values[:, channels], [0.005, 0.995], axis=0)
+        np.testing.assert_allclose(ranges[-1], expected.T, atol=1e-5)
+        config = snaps.config(name)
+        assert config["granularity"] == layer.granularity
+        assert all(not isinstance(v, dict) for v in config.values())
+    assert snaps.config("act_abu")["basis"] == list(
+        model.get_layer("act_abu").basis)
+
+
 def test_resume_keeps_every_earlier_epoch(tmp_path):
     path = str(tmp_path / "acts.npz")
     x, y = data()
