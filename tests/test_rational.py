@@ -155,7 +155,7 @@ class NaiveRational(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
-    def call(self, x):
+    def call(self, x, training=None):
         x = x[..., None]
 
         def powers(base, count, first):
