@@ -281,7 +281,7 @@ class Rational(LearnableActivation):
     >>> [tuple(w.shape) for w in unit.weights]
     [(6,), (4,)]
     >>> curve = unit.curve(np.array([-2.0, 0.0, 2.0]))[0]
-    >>> np.round(curve, 1).tolist()
+    >>> [round(float(v), 1) for v in curve]
     [-0.4, 0.0, 2.0]
 
     Reference:
