@@ -88,6 +88,7 @@ VARIANTS = {
                                        start_realigned=True),
     "pwlu-64": lambda: kla.layers.PWLU(num_intervals=64,
                                        start_realigned=True),
+    "rational": lambda: kla.layers.Rational(),
     "relu-pass": ReluPass,
 }
 
