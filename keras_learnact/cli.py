@@ -84,7 +84,17 @@ def _parser():
     plot.add_argument("--final", help="also write the final shapes figure")
     plot.add_argument("--layers", nargs="+", help="layer names (default all)")
     plot.add_argument("--channels", type=_positive(int, "an integer"),
-                      help="plot at most this many channels per layer")
+                      help="plot the first N recorded channels of each layer")
+    plot.add_argument("--max-channels", type=_positive(int, "an integer"),
+                      default=4,
+                      help="without --channels, plot the N channels whose "
+                      "shape changed most (default 4)")
+    plot.add_argument("--xlim", nargs="+", metavar="X",
+                      help="x-range: LOW HIGH, or 'grid' for the whole grid "
+                      "(default: the range the inputs covered)")
+    plot.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                      help="y-range (default: what the curves do on the "
+                      "x-range)")
     plot.add_argument("--no-histogram", action="store_true",
                       help="leave out the input histograms")
     plot.add_argument("--fps", type=_positive(float, "a number"),
@@ -102,6 +112,22 @@ def _check_plot(args):
     raises `FileNotFoundError` (exit 1) for a missing output folder."""
     from keras_learnact import plotting
 
+    if args.xlim is not None:
+        try:
+            if args.xlim == ["grid"]:
+                args.xlim = "grid"
+            elif len(args.xlim) == 2:
+                args.xlim = plotting._check_limits(
+                    "xlim", [float(v) for v in args.xlim])
+            else:
+                raise ValueError("expected LOW HIGH or 'grid'")
+        except ValueError as error:
+            args.command_parser.error(f"argument --xlim: {error}")
+    if args.ylim is not None:
+        try:
+            plotting._check_limits("ylim", args.ylim)
+        except ValueError as error:
+            args.command_parser.error(f"argument --ylim: {error}")
     outputs = [("-o/--output", args.output), ("--final", args.final),
                ("--gif", args.gif)]
     for option, path in outputs:
@@ -182,20 +208,23 @@ def format_info(snaps):
 def _plot(args, snaps):
     from keras_learnact import plotting
 
+    ranges = {"max_channels": args.max_channels, "xlim": args.xlim,
+              "ylim": args.ylim}
     figure = plotting.plot_evolution(
         snaps, layers=args.layers, channels=args.channels,
-        histogram=not args.no_histogram)
+        histogram=not args.no_histogram, **ranges)
     figure.savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output}")
     if args.final:
         plotting.plot_final(snaps, layers=args.layers,
-                            channels=args.channels).savefig(
+                            channels=args.channels, **ranges).savefig(
             args.final, dpi=args.dpi)
         print(f"wrote {args.final}")
     if args.gif:
         plotting.animate_evolution(
             snaps, args.gif, fps=args.fps, layers=args.layers,
-            channels=args.channels, histogram=not args.no_histogram)
+            channels=args.channels, histogram=not args.no_histogram,
+            **ranges)
         print(f"wrote {args.gif}")
 
 

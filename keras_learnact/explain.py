@@ -41,7 +41,7 @@ Examples:
 >>> print(kla.explain(layer))  # doctest: +NORMALIZE_WHITESPACE
 layer             ch  closest named shape  R^2     max err  inputs    exact
 ----------------  --  -------------------  ------  -------  --------  -----
-adaptive_scaling  0   relu(x)              1.0000  0        [-4, 4]*  1 * relu(x)
+adaptive_scaling  0   relu(x)              1.0000  0        [-4, 4]*  relu(x)
 * inputs not recorded: fitted uniformly on the grid (or the recorded range)
 """
 
@@ -647,13 +647,18 @@ def _describe_abu(p, config, channel, total):
     return text + f" ({config.get('normalization', 'unrestricted')})"
 
 
+def _times(value, text):
+    """`value * text`, without a factor of 1."""
+    return text if _num(value) == "1" else f"{_num(value)} * {text}"
+
+
 def _describe_scaling(p, config, channel, total):
     alpha = float(_row(p["alpha"], channel, total, config))
     g = config.get("activation", "g")
     if g == "swish" and "swish_beta" in p:
         beta = float(_row(p["swish_beta"], channel, total, config))
-        return f"{_num(alpha)} * x * sigmoid({_num(beta)} * x)"
-    return f"{_num(alpha)} * {g}(x)"
+        return _times(alpha, f"x * sigmoid({_times(beta, 'x')})")
+    return _times(alpha, f"{g}(x)")
 
 
 def _describe_pwlu(p, config, channel, total):
@@ -1005,7 +1010,7 @@ def explain(source, layers=None, epoch=-1, probe=None, grid=None):
     >>> layer.build((None, 4))
     >>> rows = kla.explain(layer)
     >>> rows[0].function, rows[0].description
-    ('tanh', '1 * tanh(x)')
+    ('tanh', 'tanh(x)')
     >>> print(kla.explain("activations.npz", epoch=3))  # doctest: +SKIP
     """
     snaps, recorded = _as_snapshots(source, probe, grid)

@@ -68,14 +68,27 @@ def test_plot_evolution_one_panel_per_layer(saved):
     # one line per epoch and recorded channel, coloured by epoch
     abu, alpha, wide = panels(figure)
     assert len(abu.get_lines()) == len(EPOCHS)
-    assert len(wide.get_lines()) == len(EPOCHS) * 6
+    # at most 4 channels per panel by default, those that changed most
+    # on the inputs' range, told apart by line style and named in a legend
+    assert len(wide.get_lines()) == len(EPOCHS) * 4
+    named = [t.get_text() for t in wide.get_legend().get_texts()]
+    snaps = ks.load(saved)
+    change = plotting._change(snaps.curves("wide"), snaps.grid,
+                              wide.get_xlim())
+    most = np.sort(np.argsort(-change)[:4])
+    assert named == [f"channel {c}" for c in snaps.channels("wide")[most]]
+    assert len({line.get_linestyle() for line in wide.get_lines()}) == 4
     colours = {tuple(line.get_color()) for line in abu.get_lines()}
     assert len(colours) == len(EPOCHS)
     labels = [a.get_label() for a in figure.axes]
     assert labels.count("colorbar") == 1
     assert sorted(n for n in labels if n.startswith("histogram:")) == [
         "histogram:abu", "histogram:wide"]
-    assert "channels 0, 2, 3, 5, 8, 9 of 10" in wide.get_title()
+    assert "channels " + ", ".join(n.split()[1] for n in named) + " of 10" \
+        in wide.get_title()
+    # the notes sit under the panel, never on the curves
+    assert not abu.texts
+    assert "grey: inputs at epoch 4" in abu.get_xlabel()
 
 
 def test_plot_evolution_selections(saved):
@@ -92,6 +105,8 @@ def test_plot_evolution_selections(saved):
                                snaps.curves("wide")[-1, 5])
     figure = plotting.plot_evolution(snaps, channels=2)
     assert len(panels(figure)[2].get_lines()) == len(EPOCHS) * 2
+    figure = plotting.plot_evolution(snaps, layers="wide", max_channels=None)
+    assert len(panels(figure)[0].get_lines()) == len(EPOCHS) * 6
     with pytest.raises(ValueError, match="recorded channels"):
         plotting.plot_evolution(snaps, channels=[1])
     with pytest.raises(ValueError, match="abu, alpha, wide"):
@@ -108,10 +123,93 @@ def test_plot_final_and_png(saved, tmp_path):
     np.testing.assert_allclose(final[0].get_lines()[0].get_ydata(),
                                ks.load(saved).curves("abu")[-1, 0])
     assert final[0].get_lines()[1].get_linestyle() == "--"
+    # every panel keeps a legend: the channels, and the dashed start
+    for axis in final:
+        labels = [t.get_text() for t in axis.get_legend().get_texts()]
+        assert labels[-1] == "epoch 0"
+    legend = [t.get_text() for t in final[2].get_legend().get_texts()]
+    assert len(legend) == 5 and legend[0].startswith("channel ")
     out = tmp_path / "final.png"
     figure.savefig(out)
     with PIL_Image.open(out) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1]
+
+
+def ranged_snapshots(nan=False):
+    """A layer whose inputs covered [-0.5, 0.5] of a [-4, 4] grid, where
+    its curves explode outside; channel 3 changes most."""
+    grid = np.linspace(-4, 4, 81)
+    snaps = ks.Snapshots(grid)
+    for e in (0, 1, 2):
+        curves = np.stack([grid + 0.01 * e * c * grid ** 6 for c in range(4)])
+        curves[3] += e * np.sin(grid)
+        if nan and e == 2:
+            curves[1, :] = np.nan
+        snaps.add(e, {"slaf": {
+            "class": "SLAF", "curves": curves, "params": {},
+            "hist_edges": np.linspace(-4, 4, 21).astype("float32"),
+            "hist_counts": np.r_[np.zeros(9), [30, 30], np.zeros(9)],
+            "hist_outside": np.array([0, 0]),
+            "input_range": np.tile([-0.45, 0.5], (4, 1))}})
+    return snaps
+
+
+def test_ranges_follow_the_inputs_and_the_curves_there(tmp_path):
+    from keras_learnact import plotting
+
+    snaps = ranged_snapshots()
+    (axis,) = panels(plotting.plot_evolution(snaps))
+    low, high = axis.get_xlim()
+    assert -0.7 < low < -0.45 and 0.5 < high < 0.75
+    bottom, top = axis.get_ylim()  # the curves on the inputs' range
+    inside = (snaps.grid >= low) & (snaps.grid <= high)
+    assert bottom < snaps.curves("slaf")[..., inside].min() < -0.5
+    assert top < 2.5  # not the 0.02 * 4^6 = 82 of the grid's edges
+    (axis,) = panels(plotting.plot_evolution(snaps, xlim="grid",
+                                             ylim=(-5, 90)))
+    assert axis.get_xlim() == (-4.0, 4.0) and axis.get_ylim() == (-5, 90)
+    (axis,) = panels(plotting.plot_final(snaps, xlim=(-1, 2)))
+    assert axis.get_xlim() == (-1.0, 2.0)
+    # the changed-most channel is among those drawn
+    (axis,) = panels(plotting.plot_evolution(snaps, max_channels=1))
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == [
+        "channel 3"]
+    with pytest.raises(ValueError, match=r"xlim=\(1, 0\)"):
+        plotting.plot_evolution(snaps, xlim=(1, 0))
+    with pytest.raises(ValueError, match="ylim='grid'"):
+        plotting.plot_final(snaps, ylim="grid")
+    # The command line's --xlim/--ylim/--max-channels.
+    path = str(tmp_path / "s.npz")
+    snaps.save(path)
+    assert cli.main(["plot", path, "-o", str(tmp_path / "e.png"),
+                     "--xlim", "grid", "--ylim", "-1", "1",
+                     "--max-channels", "2"]) == 0
+    for bad in (["--xlim", "1"], ["--xlim", "2", "1"], ["--ylim", "3", "3"],
+                ["--max-channels", "0"]):
+        with pytest.raises(SystemExit):
+            cli.main(["plot", path, "-o", str(tmp_path / "x.png"), *bad])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_nan_curves_are_marked(tmp_path):
+    from keras_learnact import plotting
+
+    snaps = ranged_snapshots(nan=True)
+    (axis,) = panels(plotting.plot_evolution(snaps))
+    labels = [t.get_text() for t in axis.get_legend().get_texts()]
+    assert "channel 1 (NaN)" in labels  # drawn: a NaN counts as a change
+    assert "channel 1: NaN from epoch 2" in axis.get_xlabel()
+    (axis,) = panels(plotting.plot_final(snaps))
+    assert "channel 1 (NaN)" in [t.get_text()
+                                 for t in axis.get_legend().get_texts()]
+    # every curve NaN: the empty panel says so
+    grid = np.linspace(-1, 1, 5)
+    empty = ks.Snapshots(grid)
+    empty.add(0, {"a": {"class": "ABU", "curves": np.full((1, 5), np.nan),
+                        "params": {}}})
+    (axis,) = panels(plotting.plot_evolution(empty))
+    assert any("every curve is NaN" in t.get_text() for t in axis.texts)
+    plotting.plot_final(empty).savefig(tmp_path / "f.png")
 
 
 def test_gif_has_one_frame_per_snapshot(saved, tmp_path):
