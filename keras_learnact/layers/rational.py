@@ -278,11 +278,11 @@ class Rational(LearnableActivation):
     ...     keras.layers.Dense(1),
     ... ])
     >>> unit = model.layers[1]
-    >>> [tuple(w.shape) for w in unit.weights]
-    [(6,), (4,)]
+    >>> print(", ".join(f"{w.name} {tuple(w.shape)}" for w in unit.weights))
+    numerator (6,), denominator (4,)
     >>> curve = unit.curve(np.array([-2.0, 0.0, 2.0]))[0]
-    >>> [round(float(v), 1) for v in curve]
-    [-0.4, 0.0, 2.0]
+    >>> print(", ".join(f"{v:.1f}" for v in curve))
+    -0.4, 0.0, 2.0
 
     Reference:
         Molina, Schramowski, Kersting, "Padé Activation Units: End-to-end
