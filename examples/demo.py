@@ -7,9 +7,15 @@ shapes each epoch and writes, into the output folder:
 
 - `results.md` and `results.csv`: test accuracy, parameter count and seconds
   per epoch per activation;
+- `explain.md`: what each layer's units learned (`keras_learnact.explain`):
+  per layer the closest named shapes, and the first units' fits and exact
+  forms;
+- `health.md`: the health findings the snapshot callback recorded (NaN,
+  dead units, clipped outputs, ...), per activation;
 - `snapshots/<activation>.npz`: the snapshot files
   (`keras_learnact.snapshots.load`);
-- `figures/evolution_<activation>.png`: how each layer's shape evolved.
+- `figures/evolution_<activation>.png`: how each layer's shape evolved,
+  and `figures/final_<activation>.png`: the last shapes.
 
 Seeds are fixed (and TensorFlow's ops made deterministic), so reruns give the
 same table apart from the timings.
@@ -173,10 +179,12 @@ def run(name, data, epochs, seed, output, bar=None):
     seconds = (time.perf_counter() - start) / epochs
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     if learnable:
-        figure = plotting.plot_evolution(
-            os.path.join(output, "snapshots", f"{name}.npz"))
+        path = os.path.join(output, "snapshots", f"{name}.npz")
+        figure = plotting.plot_evolution(path)
         figure.savefig(
             os.path.join(output, "figures", f"evolution_{name}.png"), dpi=90)
+        plotting.plot_final(path).savefig(
+            os.path.join(output, "figures", f"final_{name}.png"), dpi=90)
     return {"activation": name, "test_accuracy": round(float(accuracy), 4),
             "parameters": model.count_params(),
             "seconds_per_epoch": round(seconds, 3)}
@@ -203,6 +211,57 @@ def write_tables(rows, output):
     with open(os.path.join(output, "results.md"), "w") as f:
         f.write(table)
     return table
+
+
+def write_explanations(names, output, units=4):
+    """Writes `explain.md` and `health.md` from the snapshot files.
+
+    Args:
+        names: the learnable activations that were run.
+        output: the output folder (with `snapshots/<name>.npz`).
+        units: how many units per layer to show in full.
+
+    Returns:
+        The text of `explain.md`.
+    """
+    from keras_learnact import health
+
+    explained = ["# What the units learned", "",
+                 "Per unit, the closest named activation `a * f(b * x + c) "
+                 "+ d` over the inputs it received on the probe batch "
+                 "(weighted by their histogram), its R^2 and largest error "
+                 "there, and the family's exact form; from "
+                 "`keras_learnact.explain` on the last snapshot.", ""]
+    findings = ["# Health findings", "",
+                "What `ActivationSnapshot`'s health checks recorded "
+                "(`keras-learnact info FILE` lists them too).", ""]
+    for name in names:
+        snaps = kla.snapshots.load(
+            os.path.join(output, "snapshots", f"{name}.npz"))
+        rows = kla.explain(snaps)
+        explained += [f"## {name} (epoch {int(snaps.epochs[-1])})", "",
+                      "| layer | units | closest shapes | median R^2 | "
+                      "lowest R^2 |", "|---|---|---|---|---|"]
+        for line in rows.summary():
+            explained.append(
+                f"| {line['layer']} | {line['units']} | {line['shapes']} | "
+                f"{_r2(line['median_r2'])} | {_r2(line['min_r2'])} |")
+        explained += ["", f"The first {units} units of each layer:", "",
+                      rows.to_markdown(max_channels=units), ""]
+        findings += [f"## {name}", ""]
+        lines = health.summarize(snaps.findings)
+        findings += ["- " + line for line in lines] or ["None."]
+        findings.append("")
+    text = "\n".join(explained)
+    with open(os.path.join(output, "explain.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(output, "health.md"), "w") as f:
+        f.write("\n".join(findings))
+    return text
+
+
+def _r2(value):
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv=None):
@@ -237,8 +296,11 @@ def main(argv=None):
             for name in args.activations]
     print()
     print(write_tables(rows, args.output))
+    write_explanations([n for n in args.activations if n != "relu"],
+                       args.output)
     print(f"Written to {args.output}/: results.md, results.csv, "
-          "snapshots/*.npz, figures/evolution_*.png")
+          "explain.md, health.md, snapshots/*.npz, figures/evolution_*.png, "
+          "figures/final_*.png")
     return rows
 
 

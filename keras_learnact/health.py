@@ -532,35 +532,44 @@ def check(snapshots, layers=None, thresholds=None):
 
 
 def summarize(findings):
-    """Groups findings by layer, kind and channels, listing their epochs.
+    """One line per layer and kind of finding, for listings.
 
     Args:
         findings: `Finding`s or their dicts.
 
     Returns:
-        A list of lines, one per group: the first message, then the other
-        epochs it was found at.
+        A list of lines: the first finding's message, then the later
+        epochs the same kind was found at in that layer, and every channel
+        it concerned over all of them.
 
     Examples:
 
-    >>> f = [Finding(e, "a", "dead", [1], 0.0, f"a dead at {e}")
+    >>> f = [Finding(e, "a", "dead", [e], 0.0, f"a dead at {e}")
     ...      for e in (1, 2)]
     >>> summarize(f)
-    ['a dead at 1 (also at epoch 2)']
+    ['a dead at 1 (again at epoch 2; channels 1, 2 in all)']
     """
     groups = {}
     for finding in findings:
         if not isinstance(finding, dict):
             finding = finding.to_dict()
-        key = (finding["layer"], finding["kind"], tuple(finding["channels"]))
-        groups.setdefault(key, []).append(finding)
+        groups.setdefault((finding["layer"], finding["kind"]), []).append(
+            finding)
     lines = []
     for group in groups.values():
+        group = sorted(group, key=lambda f: f["epoch"])
         line = group[0]["message"]
-        later = sorted({g["epoch"] for g in group[1:]} - {group[0]["epoch"]})
+        later = sorted({g["epoch"] for g in group} - {group[0]["epoch"]})
+        channels = sorted({c for g in group for c in g["channels"]})
         if later:
             shown = ", ".join(map(str, later[:6])) + (
-                ", ..." if len(later) > 6 else "")
-            line += f" (also at epoch{'s' if len(later) > 1 else ''} {shown})"
+                f", ..., {later[-1]}" if len(later) > 6 else "")
+            extra = f"again at epoch{'s' if len(later) > 1 else ''} {shown}"
+            if channels and channels != sorted(group[0]["channels"]):
+                listed = ", ".join(map(str, channels[:8])) + (
+                    f", ... ({len(channels)} channels)"
+                    if len(channels) > 8 else "")
+                extra += f"; channels {listed} in all"
+            line += f" ({extra})"
         lines.append(line)
     return lines

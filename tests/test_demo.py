@@ -29,9 +29,17 @@ def test_quick_demo_writes_tables_snapshots_and_figures(tmp_path):
         assert snaps.epochs.tolist() == [0, 1]
         assert all(np.isfinite(snaps.curves(layer)).all()
                    for layer in snaps.layers)
-        figure = tmp_path / "figures" / f"evolution_{name}.png"
-        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for kind in ("evolution", "final"):
+            figure = tmp_path / "figures" / f"{kind}_{name}.png"
+            assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "snapshots" / "relu.npz").exists()
+    # What the units learned, and what the health checks found.
+    explained = (tmp_path / "explain.md").read_text()
+    assert all(f"## {name} (epoch 1)" in explained for name in names[1:])
+    assert "| layer | ch | closest named shape |" in explained
+    assert "case '" in explained  # DEU's ODE, with its case
+    findings = (tmp_path / "health.md").read_text()
+    assert all(f"## {name}" in findings for name in names[1:])
 
 
 def test_demo_is_reproducible():

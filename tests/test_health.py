@@ -106,7 +106,7 @@ def test_dead_units_warn_once_and_are_listed_by_info(tmp_path, capsys):
     assert cli.main(["info", callback.filepath]) == 0
     out = capsys.readouterr().out
     assert "health findings (3):" in out
-    assert "channels 0, 1 of 3, epoch 0" in out and "(also at epochs 1, 2)" \
+    assert "channels 0, 1 of 3, epoch 0" in out and "(again at epochs 1, 2)" \
         in out
 
 
