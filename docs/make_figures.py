@@ -12,11 +12,14 @@ writes into `docs/figures/`, for each learnable activation of the demo:
   (`plotting.plot_evolution`);
 
 plus `abu_evolution.gif` (`plotting.animate_evolution`) and `results.md`, the
-demo's table. Nothing in docs/figures is drawn by hand.
+demo's table; and it writes the demo's explain tables and health findings
+into `docs/understanding.md`, between its `<!-- demo:... -->` markers.
+Nothing in docs/figures is drawn by hand.
 """
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,7 +56,7 @@ def render(demo_output, figures):
         for kind, draw in (("final", plotting.plot_final),
                            ("evolution", plotting.plot_evolution)):
             target = os.path.join(figures, f"{name}_{kind}.png")
-            draw(snaps, channels=4).savefig(target, dpi=80)
+            draw(snaps).savefig(target, dpi=80)
             written.append(os.path.basename(target))
         if name == "abu":
             target = os.path.join(figures, "abu_evolution.gif")
@@ -62,6 +65,54 @@ def render(demo_output, figures):
     shutil.copy(os.path.join(demo_output, "results.md"),
                 os.path.join(figures, "results.md"))
     return written + ["results.md"]
+
+
+PAGE = os.path.join(HERE, "understanding.md")
+MARKED = re.compile(
+    r"(<!-- demo:(explain|health):([\w-]+) -->).*?<!-- demo:end -->", re.S)
+
+
+def write_understanding(demo_output, page=PAGE):
+    """Puts the demo's explain tables and health findings into the page.
+
+    Replaces what lies between `<!-- demo:explain:NAME -->` and
+    `<!-- demo:end -->` with `keras_learnact.explain` on the demo's
+    snapshot file NAME (the first 3 units of each layer), and between
+    `<!-- demo:health:NAME -->` and `<!-- demo:end -->` with its findings.
+
+    Args:
+        demo_output: a folder written by `examples/demo.py`.
+        page: the Markdown page to update.
+
+    Returns:
+        The names filled in.
+
+    Example:
+
+        write_understanding("demo_output")
+    """
+    import keras_learnact as kla
+    from keras_learnact import health
+
+    text = open(page).read()
+    filled = []
+
+    def fill(match):
+        start, kind, name = match.groups()
+        snaps = snapshots.load(
+            os.path.join(demo_output, "snapshots", f"{name}.npz"))
+        if kind == "explain":
+            body = kla.explain(snaps).to_markdown(max_channels=3)
+        else:
+            body = "\n".join(f"- {line}" for line in health.summarize(
+                snaps.findings)) or "No finding."
+        filled.append(f"{kind}:{name}")
+        return f"{start}\n\n{body}\n\n<!-- demo:end -->"
+
+    text = MARKED.sub(fill, text)
+    with open(page, "w") as f:
+        f.write(text)
+    return filled
 
 
 def main(argv=None):
@@ -82,6 +133,8 @@ def main(argv=None):
         demo.main(["--epochs", str(args.epochs), "--output", output])
     for name in render(output, args.figures):
         print(os.path.join(args.figures, name))
+    for name in write_understanding(output):
+        print(f"docs/understanding.md: {name}")
 
 
 if __name__ == "__main__":

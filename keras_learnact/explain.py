@@ -388,10 +388,10 @@ def fit_shapes(x, y, weights=None, shapes=SHAPES):
     Examples:
 
     >>> x = np.linspace(-2, 2, 41)
-    >>> fits = fit_shapes(x, 3 * np.tanh(0.5 * x - 0.2)[None] + 1)
-    >>> round(float(fits["tanh"]["r2"][0]), 6)
+    >>> fit = fit_shapes(x, 3 * np.tanh(0.5 * x - 0.2)[None] + 1)["tanh"]
+    >>> round(fit["r2"].item(), 6)
     1.0
-    >>> [round(float(fits["tanh"][k][0]), 4) for k in "abcd"]
+    >>> [round(fit[k].item(), 4) for k in "abcd"]
     [3.0, 0.5, -0.2, 1.0]
     """
     y = np.atleast_2d(np.asarray(y, "float64"))
@@ -699,17 +699,17 @@ def _describe_slaf(p, config, channel, total):
 
 
 DEU_CASES = {
-    "identity": "a, b, c all ~0: y = t",
-    "step": "c y = H: a smoothed step of height 1/c",
-    "b": "b y' = H: a ramp t/b for t > 0, plus c1",
-    "bc": "first order (a ~0)",
-    "a": "a y'' = H: a half parabola t^2/(2a)",
-    "oscillator": "undamped oscillation (b ~0, ac > 0)",
-    "hyperbolic": "exponential growth and decay (b ~0, ac < 0)",
-    "ab": "c ~0: a ramp with an exponential",
-    "critical": "critically damped (b^2 ~ 4ac)",
-    "underdamped": "underdamped (b^2 < 4ac)",
-    "overdamped": "overdamped (b^2 > 4ac)",
+    "identity": "a, b, c ~0: y = t",
+    "step": "a, b ~0: a smoothed step of height 1/c",
+    "b": "a, c ~0: a ramp t/b for t > 0, plus c1",
+    "bc": "a ~0: first order, one exponential",
+    "a": "b, c ~0: a half parabola t^2/(2a)",
+    "oscillator": "b ~0, ac > 0: an undamped oscillation",
+    "hyperbolic": "b ~0, ac < 0: growing and decaying exponentials",
+    "ab": "c ~0: a ramp and an exponential",
+    "critical": "b^2 ~ 4ac: critically damped",
+    "underdamped": "b^2 < 4ac: a damped oscillation",
+    "overdamped": "b^2 > 4ac: two exponentials",
 }
 
 
@@ -755,7 +755,7 @@ def _describe_deu(p, config, channel, total):
     ode = _ode(a, b, c)
     clip = config.get("output_clip")
     text = (f"{ode} = H(t), c1 = {_num(c1)}, c2 = {_num(c2)}; case "
-            f"'{case}': {DEU_CASES[case]}")
+            f"'{case}' ({DEU_CASES[case]})")
     if clip is not None:
         text += f"; clipped to +-{_num(clip)}"
     return text

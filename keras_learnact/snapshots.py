@@ -272,7 +272,7 @@ class Snapshots:
         >>> s = Snapshots(np.linspace(-1, 1, 3))
         >>> s.add_findings([{"epoch": 0, "layer": "act", "kind": "dead",
         ...                  "message": "flat"}])
-        >>> s.findings[0]["channels"]
+        >>> s.findings[0].get("channels")
         []
         """
         for finding in findings:
