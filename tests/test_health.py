@@ -22,9 +22,14 @@ def inputs(shape=(64, 3), scale=1.0, offset=0.0, seed=0):
 
 
 def record(tmp_path, activation, x, epochs=1, before=None, **kwargs):
-    """Fits Input -> activation (nothing learns: SGD with rate 0) with an
-    ActivationSnapshot probing `x`; returns (callback, warnings, history)."""
-    model = keras.Sequential([keras.Input(x.shape[1:]), activation])
+    """Fits Input -> identity Dense -> activation (nothing learns: SGD with
+    rate 0; the Dense gives every backend a gradient to take, even for a
+    PWLU in phase I) with an ActivationSnapshot probing `x`; returns
+    (callback, warnings, history)."""
+    model = keras.Sequential([
+        keras.Input(x.shape[1:]),
+        keras.layers.Dense(x.shape[-1], kernel_initializer="identity"),
+        activation])
     model.compile(keras.optimizers.SGD(0.0), "mse")
     callback = ActivationSnapshot(str(tmp_path / "acts.npz"), probe=x,
                                   **kwargs)
