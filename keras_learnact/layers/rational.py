@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import fuse
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -46,103 +47,94 @@ def _horner(x, coefficient, count, derivative=False):
 
     Returns:
         The polynomial (shaped like `x`), or the pair (polynomial,
-        derivative) with `derivative=True`.
+        derivative) with `derivative=True`; the derivative of a
+        polynomial of degree 1 is its coefficient, which broadcasts with
+        `x`.
     """
-    value = coefficient(count - 1) + ops.zeros_like(x)
-    slope = ops.zeros_like(x)
+    if count == 1:
+        value = coefficient(0) + ops.zeros_like(x)
+        return (value, ops.zeros_like(x)) if derivative else value
+    value, slope = coefficient(count - 1), None
     for j in reversed(range(count - 1)):
         if derivative:
-            slope = slope * x + value
+            slope = value if slope is None else slope * x + value
         value = value * x + coefficient(j)
     return (value, slope) if derivative else value
 
 
-def rational_parts(x, numerator, denominator, version, count_a, count_b,
-                   derivative=False):
-    """`P(x)` and `Q(x)` of a rational unit (and `P'`, `Q'`, `sign(R)`).
+def rational_denominator(x, denominator, version, count, derivative=False):
+    """`Q(x)` of a rational unit, by Horner's rule (no tensor of powers).
 
-    Every polynomial is evaluated by Horner's rule, with no tensor of
-    powers: `P` in `x`; `Q` of version A as `1 + sum_k |b_k| |x|^k`
-    (`|b_k x^k| = |b_k| |x|^k`), a polynomial in `|x|`; `Q` of B, C and D
-    as the constant plus `|R(x)|`, `R` a polynomial in `x`.
+    Version A's `Q` is `1 + sum_k |b_k| |x|^k` (`|b_k x^k| = |b_k|
+    |x|^k`), a polynomial in `|x|`; that of B, C and D is the constant
+    plus `|R(x)|`, `R` a polynomial in `x`.
 
     Args:
         x: the inputs.
-        numerator: `numerator(j)`, the coefficient `a_j` lined up with `x`.
-        denominator: `denominator(k)`, the `k`-th denominator coefficient
-            (`b_{k+1}`, or `b_k` for version C) lined up with `x`.
+        denominator: `denominator(k)`, the `k`-th coefficient (`b_{k+1}`,
+            or `b_k` for version C) lined up with `x`.
         version: `"A"`, `"B"`, `"C"` or `"D"`.
-        count_a: the number of numerator coefficients (`m + 1`).
-        count_b: the number of denominator coefficients (`n`, may be 0).
-        derivative: whether to return the derivatives too.
+        count: the number of coefficients `n`, at least 1.
+        derivative: whether to return `Q'` too.
 
     Returns:
-        `(P, Q)`, or with `derivative=True` `(P, P', Q, Q', s)` where `s`
-        is `sign(R(x))` (versions B, C, D; `sign(x)` for A), the sign the
-        denominator's gradient needs.
+        `(Q, R)`, or with `derivative=True` `(Q, Q', R)`, where `R` is
+        `R(x)` (None for version A), whose sign the denominator's gradient
+        needs.
 
     Examples:
 
     >>> from keras import ops
-    >>> x = ops.convert_to_tensor([2.0])
-    >>> a, b = [0.0, 1.0], [0.5]
-    >>> p, q = rational_parts(x, lambda j: a[j], lambda k: b[k], "A", 2, 1)
-    >>> float(ops.convert_to_numpy(p / q)[0])
-    1.0
+    >>> x = ops.convert_to_tensor([-2.0, 2.0])
+    >>> q, _ = rational_denominator(x, lambda k: [0.5][k], "A", 1)
+    >>> ops.convert_to_numpy(q).tolist()
+    [2.0, 2.0]
     """
-    p = _horner(x, numerator, count_a, derivative)
-    p, dp = p if derivative else (p, None)
     constant = _denominator_constant(version)
-    if count_b == 0:
-        q = ops.ones_like(x)
-        if derivative:
-            return p, dp, q, ops.zeros_like(x), ops.zeros_like(x)
-        return p, q
     if version == "A":
         z = ops.abs(x)
-        sign = ops.sign(x)
 
         def absolute(k):
             return ops.abs(denominator(k))
 
-        r = _horner(z, absolute, count_b, derivative)
-        r, dr = r if derivative else (r, None)
-        q = constant + r * z
-        if derivative:
-            # d/dx of |x| r(|x|): sign(x) (r + |x| r'(|x|)).
-            return p, dp, q, sign * (r + z * dr), sign
-        return p, q
-    r = _horner(x, denominator, count_b, derivative)
+        r = _horner(z, absolute, count, derivative)
+        if not derivative:
+            return constant + r * z, None
+        r, dr = r
+        # d/dx of |x| r(|x|): sign(x) (r + |x| r'(|x|)).
+        return constant + r * z, ops.sign(x) * (r + z * dr), None
+    r = _horner(x, denominator, count, derivative)
     r, dr = r if derivative else (r, None)
     if _denominator_start(version) == 1:
         # R = x (b_1 + b_2 x + ...): R' = r + x r'.
         dr = r + x * dr if derivative else None
         r = r * x
     q = constant + ops.abs(r)
-    if derivative:
-        sign = ops.sign(r)
-        return p, dp, q, sign * dr, sign
-    return p, q
+    return (q, ops.sign(r) * dr, r) if derivative else (q, r)
 
 
 @functools.lru_cache(maxsize=None)
-def _training_kernel(version, count_a, count_b, channel_axes):
-    """`P(x) / Q(x)` with the closed-form backward pass of the spec; one
-    function for every layer with these settings and input rank
-    (`channel_axes`: None for layer granularity, else a bool per axis of
-    the input, true on the channel axis), whatever its size.
+def _kernels(version, count_a, count_b, channel_axes):
+    """`P(x) / Q(x)` for training and for inference; one pair for every
+    layer with these settings and input rank (`channel_axes`: None for
+    layer granularity, else a bool per axis of the input, true on the
+    channel axis), whatever its size.
 
-    The backward pass recomputes `P`, `Q` and their derivatives from `x`
-    and the coefficients (it does not read the output), with
-    `F = P / Q`, `g = upstream / Q`:
+    The forward pass is `fuse`d (one XLA kernel on TensorFlow); for
+    training it is joined to the closed-form backward pass of the spec
+    (`with_gradient`), which recomputes what it needs from `x` and the
+    coefficients (it does not read the output):
 
-        dx    = g (P' - F Q')
-        da_j  = sum g x^j
-        db_k  = -sum g F dQ/db_k,   dQ/db_k = sign(b_k) |x|^k   (A)
-                                    dQ/db_k = sign(R) x^k       (B, C, D)
+        dx    = upstream (P' - F Q') / Q
+        da_j  = sum g x^j,                          g = upstream / Q
+        db_k  = -sum h_A |x|^(k-1) sign(b_k),       h_A = upstream P |x| / Q^2
+        db_k  = -sum h x^(k-1),  h = upstream P sign(R) x / Q^2    (B, D)
+        db_k  = -sum h x^k,      h = upstream P sign(R) / Q^2      (C)
 
-    the sums over every axis but the channel axis (every axis for layer
-    granularity), the powers by running multiplication, one at a time.
+    `dx`, `g` and `h` are each one fused elementwise function of `x`
+    and `upstream`; the sums run over every axis but the channel axis
+    (every axis for layer granularity), the powers formed by running
+    multiplication, one at a time.
     """
     if channel_axes is None:
         layout, axes = None, None
@@ -157,12 +149,37 @@ def _training_kernel(version, count_a, count_b, channel_axes):
             return value if layout is None else ops.reshape(value, layout)
         return column
 
+    def numerator_of(x, numerator, derivative=False):
+        return _horner(x, lined_up(numerator), count_a, derivative)
+
+    def denominator_of(x, denominator, derivative=False):
+        return rational_denominator(x, lined_up(denominator), version,
+                                    count_b, derivative)
+
     def forward(x, numerator, *denominator):
-        p, q = rational_parts(
-            x, lined_up(numerator),
-            lined_up(denominator[0]) if denominator else None, version,
-            count_a, count_b)
-        return p / q
+        p = numerator_of(x, numerator)
+        if not denominator:
+            return p
+        return p / denominator_of(x, denominator[0])[0]
+
+    def input_gradient(x, upstream, numerator, *denominator):
+        p, dp = numerator_of(x, numerator, derivative=True)
+        if not denominator:
+            return upstream * dp
+        q, dq, _ = denominator_of(x, denominator[0], derivative=True)
+        return upstream * (dp - p / q * dq) / q
+
+    def numerator_term(x, upstream, numerator, denominator):
+        return upstream / denominator_of(x, denominator)[0]
+
+    def denominator_term(x, upstream, numerator, denominator):
+        q, r = denominator_of(x, denominator)
+        # F / Q, not P / Q^2: Q^2 leaves float32 from |x| ~ 1e5.
+        h = upstream * (numerator_of(x, numerator) / q) / q
+        if version == "A":
+            return h * ops.abs(x)
+        h = h * ops.sign(r)
+        return h * x if _denominator_start(version) == 1 else h
 
     def power_sums(term, x, count):
         """`[sum term x^0, ..., sum term x^(count - 1)]`, stacked on the
@@ -174,30 +191,24 @@ def _training_kernel(version, count_a, count_b, channel_axes):
             sums.append(ops.sum(term, axis=axes))
         return ops.stack(sums, axis=-1)
 
+    fused = {fn.__name__: fuse(fn) for fn in (
+        forward, input_gradient, numerator_term, denominator_term)}
+
     def backward(upstream, y, x, numerator, *denominator):
         del y  # recomputed from x: the backward pass keeps only the input
-        p, dp, q, dq, sign = rational_parts(
-            x, lined_up(numerator),
-            lined_up(denominator[0]) if denominator else None, version,
-            count_a, count_b, derivative=True)
-        f = p / q
-        g = upstream / q
-        grads = [g * (dp - f * dq), power_sums(g, x, count_a)]
-        if denominator:
-            h = -g * f
-            if version == "A":
-                # sign(b_k) sum h |x|^k, k = 1..n.
-                z = ops.abs(x)
-                grads.append(ops.sign(denominator[0])
-                             * power_sums(h * z, z, count_b))
-            else:
-                h = h * sign
-                if _denominator_start(version) == 1:
-                    h = h * x
-                grads.append(power_sums(h, x, count_b))
-        return tuple(grads)
+        dx = fused["input_gradient"](x, upstream, numerator, *denominator)
+        if not denominator:
+            return dx, power_sums(upstream, x, count_a)
+        g = fused["numerator_term"](x, upstream, numerator, *denominator)
+        h = fused["denominator_term"](x, upstream, numerator, *denominator)
+        if version == "A":
+            db = ops.sign(denominator[0]) * power_sums(h, ops.abs(x),
+                                                       count_b)
+        else:
+            db = power_sums(h, x, count_b)
+        return dx, power_sums(g, x, count_a), -db
 
-    return with_gradient(forward, backward)
+    return with_gradient(fused["forward"], backward), fused["forward"]
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -367,27 +378,15 @@ class Rational(LearnableActivation):
 
     def call(self, inputs, training=None):
         x = ops.cast(self.float_input(inputs), self._dtype())
-        coefficients = self._coefficients(training)
-        counts = (self.numerator_degree + 1, self.denominator_degree)
-        if not training:
-            # Inference: written into the caller's graph, which exporters
-            # need; there is no backward pass to share.
-            ndim = len(x.shape)
-
-            def lined_up(table):
-                return lambda j: self.broadcast(table[..., j], ndim)
-
-            p, q = rational_parts(
-                x, lined_up(coefficients[0]),
-                lined_up(coefficients[-1]) if len(coefficients) > 1
-                else None, self.version, *counts)
-            return ops.cast(p / q, self.compute_dtype)
+        ndim = len(x.shape)
         channel_axes = None
         if self.granularity == "channel":
-            channel = len(x.shape) + self._axis_from_end
-            channel_axes = tuple(i == channel for i in range(len(x.shape)))
-        y = _training_kernel(self.version, *counts, channel_axes)(
-            x, *coefficients)
+            channel = ndim + self._axis_from_end
+            channel_axes = tuple(i == channel for i in range(ndim))
+        train, infer = _kernels(self.version, self.numerator_degree + 1,
+                                self.denominator_degree, channel_axes)
+        kernel = train if training else infer
+        y = kernel(x, *self._coefficients(training))
         return ops.cast(y, self.compute_dtype)
 
     def get_config(self):
