@@ -401,11 +401,26 @@ class Rational(LearnableActivation):
 
     # -- fitting to a function (LearnableActivation.fit_to) -----------------
 
+    # The fits to the named functions, by settings and samples: every unit
+    # of a converted model (or of a model being loaded) is fitted once.
+    _fitted = {}
+
     def _fit_parameters(self, function, x, weights):
         """The coefficients of `fit_rational` (every channel the same)."""
-        numerator, denominator = fit_rational(
-            x, _initial.evaluate(function, x), weights,
-            self.numerator_degree, self.denominator_degree, self.version)
+        settings = (self.numerator_degree, self.denominator_degree,
+                    self.version)
+        key = None
+        if any(function is f for f in _initial.FUNCTIONS.values()):
+            key = (function, x.tobytes(), weights.tobytes(), *settings)
+        found = self._fitted.get(key) if key else None
+        if found is None:
+            found = fit_rational(x, _initial.evaluate(function, x), weights,
+                                 *settings)
+            if key:
+                if len(self._fitted) >= 64:
+                    self._fitted.clear()
+                self._fitted[key] = found
+        numerator, denominator = found
         self._assign(self.numerator, numerator)
         if self.denominator is not None:
             self._assign(self.denominator, denominator)
