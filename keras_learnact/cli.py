@@ -43,7 +43,9 @@ def _positive(convert, kind):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="keras-learnact",
-        description="Inspect and plot keras-learnact activation snapshots.",
+        description="Inspect, explain and plot keras-learnact activation "
+        "snapshots: 'info' summarises a file and lists its health findings, "
+        "'explain' tells what each unit learned, 'plot' draws the shapes.",
     )
     parser.add_argument(
         "--version", action="version",
@@ -75,7 +77,12 @@ def _parser():
     explain.add_argument("--json", action="store_true",
                          help="print the rows as JSON instead of a table")
     plot = commands.add_parser(
-        "plot", help="plot the evolution of the activation shapes")
+        "plot", help="plot the evolution of the activation shapes",
+        description="Plot each layer's shapes over the epochs (and their "
+        "final shapes, and an animation). Each panel spans the range its "
+        "inputs covered and the y-range the curves take there (--xlim, "
+        "--ylim for others), with the --max-channels channels whose shape "
+        "changed most.")
     plot.set_defaults(command_parser=plot)
     plot.add_argument("file", help="a snapshot file (.npz)")
     plot.add_argument("-o", "--output", required=True,

@@ -139,6 +139,17 @@ def test_info_imports_no_backend_and_prints_nothing_on_stderr(saved):
     assert not modules & {*BACKENDS, "matplotlib"}
 
 
+def test_explain_imports_no_backend(saved):
+    """Explaining a file is NumPy work too (issue #19)."""
+    done = python("-X", "importtime", "-m", "keras_learnact", "explain",
+                  saved, "--json")
+    assert done.returncode == 0, done.stderr
+    modules = imported_modules(done.stderr)
+    assert "keras_learnact" in modules
+    assert not modules & {*BACKENDS, "matplotlib"}
+    assert '"function": "tanh"' in done.stdout
+
+
 LOAD = textwrap.dedent("""
     import sys
     BACKENDS = {backends!r}
