@@ -1034,12 +1034,21 @@ def explain(source, layers=None, epoch=-1, probe=None, grid=None):
         ranges, measured = _unit_ranges(snaps, name, index)
         ranges[:, 0] = np.maximum(ranges[:, 0], grid_x[0])
         ranges[:, 1] = np.minimum(ranges[:, 1], grid_x[-1])
+        # Inputs wholly beyond the grid: the curve is known on the grid
+        # only, so the unit is fitted there (unweighted, marked `*`).
+        beyond = ranges[:, 1] < ranges[:, 0]
+        ranges[beyond] = [grid_x[0], grid_x[-1]]
+        measured = measured & ~beyond
         narrow = ranges[:, 1] - ranges[:, 0] < 1e-6
         ranges[narrow] += np.array([-1e-3, 1e-3])
+        ranges[:, 0] = np.maximum(ranges[:, 0], grid_x[0])
+        ranges[:, 1] = np.minimum(ranges[:, 1], grid_x[-1])
         x, y, padding = _samples(grid_x, curves, ranges)
         weights = _weights(snaps, name, index, x)
         weighted = np.zeros(len(curves), bool) if weights is None else (
             measured.copy())
+        if weights is not None:
+            weights = np.where(measured[:, None], weights, 1.0)
         if weights is not None:
             weights = np.where(padding, 0.0, weights)
         elif np.any(padding):

@@ -269,3 +269,20 @@ def test_nonfinite_and_constant_units_and_bad_arguments(tmp_path, capsys):
     snaps.save(path)
     assert cli.main(["explain", path, "--epoch", "7"]) == 1
     assert "recorded epochs are 0" in capsys.readouterr().err
+
+
+def test_units_whose_inputs_missed_the_grid_are_fitted_on_it():
+    grid = np.linspace(-2, 2, 41)
+    snaps = ks.Snapshots(grid)
+    snaps.add(0, {"act": {
+        "class": "ABU", "params": {},
+        "curves": np.stack([np.tanh(grid), np.tanh(grid), np.tanh(grid)]),
+        "hist_edges": np.linspace(-2, 2, 9), "hist_counts": np.ones(8),
+        "hist_outside": np.array([0, 5]),
+        "input_range": [[5.0, 9.0], [-0.5, 0.5], [2.0, 2.0]]}})
+    beyond, inside, edge = kla.explain(snaps)
+    assert (beyond.low, beyond.high, beyond.weighted) == (-2, 2, False)
+    assert (inside.low, inside.high, inside.weighted) == (-0.5, 0.5, True)
+    assert edge.high == 2 and edge.low < 2  # a sliver at the edge: linear
+    assert beyond.function == inside.function == "tanh"
+    assert edge.function == "identity" and edge.r2 > 0.999
