@@ -289,6 +289,30 @@ class LearnableActivation(keras.layers.Layer):
         shape[ndim + self._axis_from_end] = self.channels
         return ops.reshape(param, shape)
 
+    def reduction_axes(self, ndim):
+        """The axes a per-parameter sum runs over, for an input of rank
+        `ndim`: every axis for layer granularity, every axis but the
+        channel axis for channel granularity.
+
+        Args:
+            ndim: the rank of the input.
+
+        Returns:
+            A list of axis indices.
+
+        Examples:
+
+        >>> import keras_learnact as kla
+        >>> layer = kla.layers.ABU(granularity="channel")
+        >>> layer.build((None, 8, 8, 3))
+        >>> layer.reduction_axes(4)
+        [0, 1, 2]
+        """
+        if self.granularity == "layer":
+            return list(range(ndim))
+        channel = ndim + self._axis_from_end
+        return [a for a in range(ndim) if a != channel]
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -552,12 +552,6 @@ class PWLU(LearnableActivation):
 
     # -- phase I statistics --------------------------------------------------
 
-    def _reduction_axes(self, ndim):
-        if self.granularity == "layer":
-            return list(range(ndim))
-        channel = ndim + self._axis_from_end
-        return [a for a in range(ndim) if a != channel]
-
     def _batch_statistics(self, x, shift):
         """Count, mean and standard deviation of the finite entries of `x`.
 
@@ -579,7 +573,7 @@ class PWLU(LearnableActivation):
             shift: the running mean, shape `param_shape()`.
         """
         ndim = len(x.shape)
-        axes = self._reduction_axes(ndim)
+        axes = self.reduction_axes(ndim)
         context = _multi_replica_context()
         finite = ops.isfinite(x)
         zero = ops.zeros((), x.dtype)
