@@ -11,7 +11,8 @@ import numpy as np
 from keras import ops
 
 
-def _loss_weights(shape, seed=0):
+def loss_weights(shape, seed=0):
+    """The fixed random weights `r` of the loss `sum(layer(x) * r)`."""
     return np.random.default_rng(seed).normal(size=shape)
 
 
@@ -27,7 +28,7 @@ def analytic_gradients(layer, x, training=False):
         A dict: `"inputs"` and each trainable weight's name to a NumPy array.
     """
     x = np.asarray(x)
-    r = _loss_weights(layer.compute_output_shape(x.shape))
+    r = loss_weights(layer.compute_output_shape(x.shape))
     variables = list(layer.trainable_variables)
     names = ["inputs"] + [v.name for v in variables]
     backend = keras.backend.backend()
@@ -88,7 +89,7 @@ def numeric_gradients(layer, x, step=1e-6, training=False):
         A dict like `analytic_gradients`.
     """
     x = np.asarray(x, dtype="float64")
-    r = _loss_weights(layer.compute_output_shape(x.shape))
+    r = loss_weights(layer.compute_output_shape(x.shape))
 
     def loss():
         # A copy: JAX may alias the buffer and compute asynchronously.

@@ -9,7 +9,9 @@ import keras_learnact as kla
 
 from layer_contract import LayerCase
 from layer_contract import LayerContract
+from numeric import analytic_gradients
 from numeric import assert_gradients_match
+from numeric import loss_weights
 
 GRID = np.linspace(-5.0, 5.0, 41)
 
@@ -173,11 +175,7 @@ def test_abu_gradients_match_finite_differences(mode, granularity):
     assert_gradients_match(layer, X_GRAD)
 
 
-@pytest.mark.parametrize("granularity", ["layer", "channel"])
-@pytest.mark.parametrize("name", ["tanh", "swish", "elu", "relu", "gelu",
-                                  "sigmoid", "silu", "softplus",
-                                  "log_sigmoid", "squareplus"])
-def test_adaptive_scaling_gradients(name, granularity):
+def scaling_layer(name, granularity):
     layer = kla.AdaptiveScaling(name, granularity=granularity,
                                 dtype="float64")
     layer.build(X_GRAD.shape)
@@ -185,7 +183,40 @@ def test_adaptive_scaling_gradients(name, granularity):
     layer.alpha.assign(alpha)
     if name == "swish":
         layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
-    assert_gradients_match(layer, X_GRAD)
+    return layer
+
+
+# Every basis function: the hand-written backward pass
+# (`_basis.value_and_slopes`)
+# has a closed form for each. X_GRAD keeps away from every kink (0, +-0.5,
+# +-1, +-3, 6).
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("name", kla.layers.adaptive_scaling._basis.ALLOWED)
+def test_adaptive_scaling_gradients(name, granularity):
+    assert_gradients_match(scaling_layer(name, granularity), X_GRAD)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+@pytest.mark.parametrize("name", kla.layers.adaptive_scaling._basis.ALLOWED)
+def test_adaptive_scaling_backward_equals_autodiff(name, granularity):
+    """The hand-written backward pass (TensorFlow runs it; see
+    keras_learnact/layers/_fused.py), called on every backend, against the
+    backend's autodiff of the plain forward function (float32 round-off
+    apart: Keras's JAX backend computes some float64 functions, tanh
+    among them, in float32)."""
+    layer = scaling_layer(name, granularity)
+    layer._fused_scale = layer._scale  # autodiff of the forward function
+    auto = analytic_gradients(layer, X_GRAD)
+    params = [layer.alpha.value]
+    if layer.swish_beta is not None:
+        params.append(layer.swish_beta.value)
+    hand = layer._scale_gradient(
+        ops.convert_to_tensor(loss_weights(X_GRAD.shape)),
+        ops.convert_to_tensor(X_GRAD), *params)
+    names = ["inputs"] + [v.name for v in layer.trainable_variables]
+    for key, value in zip(names, hand, strict=True):
+        np.testing.assert_allclose(ops.convert_to_numpy(value), auto[key],
+                                   rtol=1e-5, atol=1e-12, err_msg=key)
 
 
 # -- extreme and integer inputs (issue #16) --
@@ -228,6 +259,37 @@ def test_basis_functions_right_for_every_finite_input(name):
     assert np.all(np.isfinite(out))
     expected = np_stable(name, EXTREMES.astype("float32"))
     np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-37)
+
+
+# The slope of each function far out: (x -> -inf, x -> +inf).
+SLOPE_LIMITS = {
+    "sigmoid": (0.0, 0.0), "silu": (0.0, 1.0), "swish": (0.0, 1.0),
+    "softplus": (0.0, 1.0), "log_sigmoid": (1.0, 0.0),
+    "squareplus": (0.0, 1.0), "gelu": (0.0, 1.0), "mish": (0.0, 1.0),
+    "elu": (0.0, 1.0), "tanh": (0.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLOPE_LIMITS))
+def test_gradients_finite_for_every_finite_input(name):
+    """The backward pass forms no product of a huge input and a zero slope
+    (inf * 0 = NaN), in float32: the slope far out is its limit. (The
+    parameters' gradients, sums of `g(x)`, are finite while those sums
+    are: up to |x| = 1e30 here.)"""
+    layer = kla.AdaptiveScaling(name)
+    layer.build((None, 1))
+    if name == "swish":
+        layer.swish_beta.assign(0.7)
+    x = EXTREMES[:, None].astype("float32")
+    grads = analytic_gradients(layer, x)
+    assert np.all(np.isfinite(grads["inputs"])), grads["inputs"]
+    moderate = analytic_gradients(layer, x[np.abs(EXTREMES) <= 1e30])
+    for key, value in moderate.items():
+        assert np.all(np.isfinite(value)), (key, value)
+    slope = grads["inputs"][:, 0] / loss_weights(x.shape)[:, 0]
+    low, high = SLOPE_LIMITS[name]
+    np.testing.assert_allclose(slope[EXTREMES <= -1e4], low, atol=1e-6)
+    np.testing.assert_allclose(slope[EXTREMES >= 1e4], high, atol=1e-6)
 
 
 def value_of(tensor):

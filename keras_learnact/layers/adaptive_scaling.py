@@ -7,6 +7,8 @@ from keras import ops
 
 from keras_learnact.layers import _basis
 from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import fuse
+from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 
 
@@ -85,12 +87,40 @@ class AdaptiveScaling(LearnableActivation):
 
     def call(self, inputs, training=None):
         inputs = self.float_input(inputs)
-        ndim = len(inputs.shape)
-        alpha = self.broadcast(ops.cast(self.alpha, inputs.dtype), ndim)
-        beta = None
+        params = [ops.cast(self.alpha, inputs.dtype)]
         if self.swish_beta is not None:
-            beta = self.broadcast(ops.cast(self.swish_beta, inputs.dtype), ndim)
-        return alpha * _basis.apply(self.activation, inputs, beta)
+            params.append(ops.cast(self.swish_beta, inputs.dtype))
+        if not hasattr(self, "_fused_scale"):
+            self._fused_scale = fuse(
+                self._scale, gradient=xla_kernel(self._scale_gradient))
+        return self._fused_scale(inputs, *params)
+
+    def _scale(self, inputs, alpha, beta=None):
+        """`alpha * g(x)` (see `fuse`)."""
+        ndim = len(inputs.shape)
+        if beta is not None:
+            beta = self.broadcast(beta, ndim)
+        return self.broadcast(alpha, ndim) * _basis.apply(
+            self.activation, inputs, beta)
+
+    def _scale_gradient(self, upstream, inputs, alpha, beta=None):
+        """The backward pass of `_scale`, recomputed from the input alone:
+        `dx = upstream * alpha * g'(x)`, `dalpha = sum(upstream * g(x))`
+        and, for swish, `dbeta = sum(upstream * alpha * x^2 s'(beta x))`,
+        summed over every axis but the channel axis (all for layer
+        granularity)."""
+        ndim = len(inputs.shape)
+        axes = self.reduction_axes(ndim)
+        if beta is not None:
+            beta = self.broadcast(beta, ndim)
+        scale = self.broadcast(alpha, ndim)
+        value, value_slope, beta_slope = _basis.value_and_slopes(
+            self.activation, inputs, beta)
+        grads = [upstream * scale * value_slope,
+                 ops.sum(upstream * value, axis=axes)]
+        if beta_slope is not None:
+            grads.append(ops.sum(upstream * scale * beta_slope, axis=axes))
+        return tuple(grads)
 
     def get_config(self):
         config = super().get_config()
