@@ -55,6 +55,7 @@ def _activations():
         "deu": "DEU",
         "slaf": "SLAF",
         "pwlu": "PWLU",
+        "rational": "Rational",
     }
     for name, cls in optional.items():
         if hasattr(kla.layers, cls):
