@@ -219,6 +219,28 @@ def test_adaptive_scaling_backward_equals_autodiff(name, granularity):
                                    rtol=1e-5, atol=1e-12, err_msg=key)
 
 
+@pytest.mark.parametrize("granularity", ["layer", "channel"])
+def test_abu_backward_equals_autodiff(granularity):
+    """ABU's hand-written backward pass, as the AdaptiveScaling one above,
+    with every normalisation's weights handed in (the normalisation itself
+    is differentiated by autodiff) and swish twice in the basis."""
+    layer = kla.ABU(
+        basis=["relu", "elu", "tanh", "swish", "identity", "gelu", "swish"],
+        initial_weights=[0.7, -0.4, 1.3, 0.25, -0.9, 0.5, 0.3],
+        granularity=granularity, dtype="float64")
+    layer.build(X_GRAD.shape)
+    layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
+    layer._fused_blend = layer._blend  # autodiff of the forward function
+    auto = analytic_gradients(layer, X_GRAD)
+    hand = layer._blend_gradient(
+        ops.convert_to_tensor(loss_weights(X_GRAD.shape)),
+        ops.convert_to_tensor(X_GRAD), layer.blend(), layer.swish_beta.value)
+    names = ["inputs"] + [v.name for v in layer.trainable_variables]
+    for key, value in zip(names, hand, strict=True):
+        np.testing.assert_allclose(ops.convert_to_numpy(value), auto[key],
+                                   rtol=1e-5, atol=1e-12, err_msg=key)
+
+
 # -- extreme and integer inputs (issue #16) --
 
 F32_MAX = float(np.finfo("float32").max)

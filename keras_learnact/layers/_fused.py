@@ -9,7 +9,9 @@ how each backend runs the pair:
   call is a separate kernel and a full pass over memory): `fn` compiled by
   XLA into one fused kernel, which reads `x`, writes `y` and keeps nothing
   else; the backward pass is `gradient` as written (it compiles its own
-  kernels with `xla_kernel`), or without one the input gradient
+  kernels with `xla_kernel`; ABU's, one kernel, brought the model
+  benchmark's peak training memory from 3.8x ReLU's to 1.7x), or without
+  one the input gradient
   recomputed from `x` by a second XLA kernel and the parameter gradients
   from TensorFlow's ordinary autodiff of `fn`, where graph pruning keeps
   only what they need.
