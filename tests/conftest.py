@@ -9,6 +9,9 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyTorch's torch.compile takes seconds for each kernel it compiles (Rational
+# on PyTorch): eager here, compiled in tests/test_fused.py's `torch_compile`.
+os.environ.setdefault("KERAS_LEARNACT_TORCH_COMPILE", "0")
 if os.environ["KERAS_BACKEND"] == "jax":
     import jax
 

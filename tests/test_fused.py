@@ -1,17 +1,111 @@
-"""`keras_learnact.layers._fused`: the XLA kernels TensorFlow runs.
+"""`keras_learnact.layers._fused`: the XLA kernels TensorFlow runs and the
+`torch.compile`d ones PyTorch runs.
 
 `fuse` and `xla_kernel` exist for TensorFlow (on JAX and PyTorch `fuse`
 returns the function unchanged, and every layer test covers that path), so
-these tests exist only there.
+their tests exist only there. `trained` pairs are checked on every backend
+with PyTorch's compiler on (tests/conftest.py switches it off elsewhere);
+the compiler's fallback exists only on PyTorch.
 """
 
 import logging
+import warnings
 
 import keras
 import numpy as np
 import pytest
+from test_rational import NaiveRational
+from test_rational import built
+from test_rational import inputs
 
 import keras_learnact as kla
+from keras_learnact.layers import _fused
+from keras_learnact.layers import rational
+
+from numeric import analytic_gradients
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture
+def torch_compile(monkeypatch):
+    """PyTorch's compiler switched on, Rational's kernels made afresh."""
+    monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "1")
+    rational._kernels.cache_clear()
+    yield
+    rational._kernels.cache_clear()
+
+
+@pytest.mark.parametrize("version, granularity", [
+    ("A", "layer"), ("B", "layer"), ("C", "layer"), ("A", "channel"),
+])
+def test_rational_trained_kernels_match_autodiff(version, granularity,
+                                                 torch_compile):
+    # float32 NHWC inputs as in a CNN: the training kernel (on PyTorch
+    # compiled with its autodiff, elsewhere the hand-written backward
+    # pass) and the inference kernel against autodiff of the plain layer.
+    shape = (8, 5, 5, 3)
+    layer = built(shape, version, granularity=granularity)
+    naive = NaiveRational(layer)
+    naive.build(shape)
+    x = inputs(shape, seed=3).astype("float32")
+    expected = analytic_gradients(naive, x)
+    got = analytic_gradients(layer, x, training=True)
+    assert sorted(got) == sorted(expected)
+    for name in got:
+        np.testing.assert_allclose(got[name], expected[name], rtol=2e-4,
+                                   atol=2e-4, err_msg=name)
+    for training in (True, False):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer(x, training=training)),
+            keras.ops.convert_to_numpy(naive(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_rational_model_trains_with_its_trained_kernels(torch_compile):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = np.abs(x).sum(axis=1, keepdims=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(16), kla.layers.Rational(),
+        keras.layers.Dense(1),
+    ])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+    after = model.evaluate(x, y, verbose=0)
+    assert after < 0.5 * before, (before, after)
+
+
+if BACKEND == "torch":
+
+    def test_compiler_failure_warns_once_and_runs_eagerly(torch_compile,
+                                                          monkeypatch):
+        import torch
+
+        def failing_compile(fn, **kwargs):
+            def call(*args):
+                raise RuntimeError("no C++ compiler")
+            return call
+
+        monkeypatch.setattr(torch, "compile", failing_compile)
+        double = _fused.compiled(lambda x, a: a * x)
+        x = torch.ones(3)
+        with pytest.warns(RuntimeWarning, match="no C.. compiler"):
+            y = double(x, torch.tensor(2.0))
+        np.testing.assert_array_equal(y.numpy(), [2.0, 2.0, 2.0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(
+                double(x, torch.tensor(3.0)).numpy(), [3.0, 3.0, 3.0])
+
+    def test_switched_off_by_the_environment_variable(monkeypatch):
+        monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "0")
+
+        def fn(x):
+            return x
+
+        assert _fused.compiled(fn) is fn
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf

@@ -15,7 +15,8 @@ how each backend runs the pair:
   recomputed from `x` by a second XLA kernel and the parameter gradients
   from TensorFlow's ordinary autodiff of `fn`, where graph pruning keeps
   only what they need.
-- JAX and PyTorch: `fn` itself, differentiated by their autodiff.
+- JAX and PyTorch: `fn` itself, differentiated by their autodiff
+  (`trained` and `compiled` compile it on PyTorch).
   Measured on a 2-core CPU (forward and backward of one unit,
   128x32x32x16), a hand-written backward pass did not pay there: on JAX,
   whose train step XLA compiles as a whole, ABU's took as long as
@@ -29,8 +30,13 @@ The result is numerically the same function with the same gradients.
 """
 
 import functools
+import os
+import warnings
 
 import keras
+
+# Set to "0" to run `compiled`'s functions eagerly on PyTorch.
+TORCH_COMPILE_VARIABLE = "KERAS_LEARNACT_TORCH_COMPILE"
 
 
 def fuse(fn, gradient=None):
@@ -156,6 +162,97 @@ def _joined(fn, gradient):
         return y, backward
 
     return joined
+
+
+def trained(fn, gradient):
+    """`(training, inference)` functions for an elementwise `fn` whose
+    backward pass `gradient` is written by hand.
+
+    On TensorFlow the forward pass is `fuse`d and joined to `gradient`
+    (`with_gradient`); on JAX `fn` is joined to `gradient` and compiled
+    with the step; on PyTorch both are `compiled(fn)`, whose compiled
+    autodiff fuses and recomputes as `gradient` would, in one kernel
+    (where no compiler works, eager autograd: eager PyTorch runs each
+    operation of `gradient` as its own pass over memory, measured 2.7x
+    slower than autograd for Rational, 197 against 73 ms for forward and
+    backward of 128x32x32x32 on a 2-core CPU; compiled 11 ms).
+
+    Args:
+        fn: a function `fn(x, *params) -> y` written with `keras.ops`,
+            elementwise in `x`, whose arguments are all tensors.
+        gradient: its backward pass, as for `with_gradient`.
+
+    Returns:
+        The functions for training and for inference, with the values of
+        `fn` and the gradients of `gradient`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> def cube(x, a):
+    ...     return a * x * x * x
+    >>> def cube_gradient(upstream, y, x, a):
+    ...     return upstream * 3.0 * a * x * x, ops.sum(upstream * x * x * x)
+    >>> train, infer = trained(cube, cube_gradient)
+    >>> float(ops.convert_to_numpy(train(ops.ones((2,)), 2.0))[0])
+    2.0
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        kernel = compiled(fn)
+        return kernel, kernel
+    forward = fuse(fn)
+    return with_gradient(forward, gradient), forward
+
+
+def compiled(fn):
+    """`fn` compiled by `torch.compile` on PyTorch, as one fused kernel
+    for its forward pass and one for its backward pass.
+
+    Shapes are dynamic (one compilation serves most input sizes of a
+    rank); a compilation takes seconds, once per process for each rank,
+    dtype and gradient mode. Where `torch.compile` fails (no C++
+    compiler, an unsupported platform) the first call warns once and `fn`
+    runs eagerly from then on; setting the environment variable
+    `KERAS_LEARNACT_TORCH_COMPILE=0` runs it eagerly from the start. On
+    the other backends `fn` is returned unchanged.
+
+    Args:
+        fn: a function of tensors written with `keras.ops`, with no
+            Python arguments (close over them instead).
+
+    Returns:
+        A function with the values and gradients of `fn`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> double = compiled(lambda x: 2.0 * x)
+    >>> float(ops.convert_to_numpy(double(ops.ones((3,))))[0])
+    2.0
+    """
+    if (keras.backend.backend() != "torch"
+            or os.environ.get(TORCH_COMPILE_VARIABLE, "1") == "0"):
+        return fn
+    import torch
+
+    kernel = torch.compile(fn, dynamic=True)
+    eager = []
+
+    def call(*args):
+        if not eager:
+            try:
+                return kernel(*args)
+            except Exception as error:  # noqa: BLE001 (the compiler's)
+                eager.append(error)
+                warnings.warn(
+                    f"torch.compile failed for {fn.__qualname__} "
+                    f"({type(error).__name__}: {error}); it runs eagerly "
+                    f"from now on (set {TORCH_COMPILE_VARIABLE}=0 to skip "
+                    "compiling)", RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call
 
 
 def shared(fn):

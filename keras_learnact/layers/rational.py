@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import fuse
-from keras_learnact.layers._fused import with_gradient
+from keras_learnact.layers._fused import trained
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
 
@@ -122,8 +122,9 @@ def _kernels(version, count_a, count_b, channel_axes):
 
     The forward pass is `fuse`d (one XLA kernel on TensorFlow); for
     training it is joined to the closed-form backward pass of the spec
-    (`with_gradient`), which recomputes what it needs from `x` and the
-    coefficients (it does not read the output):
+    (`trained`), which recomputes what it needs from `x` and the
+    coefficients (it does not read the output; on PyTorch, `torch.compile`
+    derives the same recomputing backward pass as one kernel):
 
         dx    = upstream (P' - F Q') / Q
         da_j  = sum g x^j,                          g = upstream / Q
@@ -192,7 +193,7 @@ def _kernels(version, count_a, count_b, channel_axes):
         return ops.stack(sums, axis=-1)
 
     fused = {fn.__name__: fuse(fn) for fn in (
-        forward, input_gradient, numerator_term, denominator_term)}
+        input_gradient, numerator_term, denominator_term)}
 
     def backward(upstream, y, x, numerator, *denominator):
         del y  # recomputed from x: the backward pass keeps only the input
@@ -208,7 +209,7 @@ def _kernels(version, count_a, count_b, channel_axes):
             db = power_sums(h, x, count_b)
         return dx, power_sums(g, x, count_a), -db
 
-    return with_gradient(fused["forward"], backward), fused["forward"]
+    return trained(forward, backward)
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
