@@ -198,6 +198,22 @@ def test_gradients_match_finite_differences_and_autodiff(version):
                                        err_msg=f"{granularity}: {name}")
 
 
+@pytest.mark.parametrize("shape", [(7, 1), (3, 2, 1), (4, 3), (3, 8, 1)])
+def test_layer_gradients_for_every_row_width(shape):
+    # A layer-granularity backward pass sums over rows of up to 8
+    # elements, the largest power of two that divides the input's size:
+    # widths 1, 2, 4 and 8 here.
+    layer = built(shape, "B", dtype="float64")
+    naive = NaiveRational(layer)
+    naive.build(shape)
+    x = inputs(shape, seed=6)
+    hand = analytic_gradients(layer, x, training=True)
+    auto = analytic_gradients(naive, x)
+    for name in hand:
+        np.testing.assert_allclose(hand[name], auto[name], rtol=1e-9,
+                                   atol=1e-10, err_msg=name)
+
+
 @pytest.mark.parametrize("version", ["A", "C"])
 def test_inference_gradients_match_finite_differences(version):
     layer = built((4, 3), version, dtype="float64")

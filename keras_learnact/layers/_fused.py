@@ -35,6 +35,11 @@ import warnings
 
 import keras
 
+# Whether each `keras.ops` call runs as its own kernel outside a compiled
+# step (TensorFlow without XLA, Keras's default on a CPU), so that what
+# an XLA kernel of `xla_kernel` does in one pass matters; on JAX the whole
+# step is one XLA program, which fuses as it sees fit.
+SEPARATE_KERNELS = keras.backend.backend() == "tensorflow"
 # Set to "0" to run `compiled`'s functions eagerly on PyTorch.
 TORCH_COMPILE_VARIABLE = "KERAS_LEARNACT_TORCH_COMPILE"
 
