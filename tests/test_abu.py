@@ -6,6 +6,8 @@ import pytest
 from keras import ops
 
 import keras_learnact as kla
+from keras_learnact.layers import abu
+from keras_learnact.layers import adaptive_scaling
 
 from layer_contract import LayerCase
 from layer_contract import LayerContract
@@ -198,19 +200,24 @@ def test_adaptive_scaling_gradients(name, granularity):
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
 @pytest.mark.parametrize("name", kla.layers.adaptive_scaling._basis.ALLOWED)
-def test_adaptive_scaling_backward_equals_autodiff(name, granularity):
+def test_adaptive_scaling_backward_equals_autodiff(name, granularity,
+                                                   monkeypatch):
     """The hand-written backward pass (TensorFlow runs it; see
     keras_learnact/layers/_fused.py), called on every backend, against the
     backend's autodiff of the plain forward function (float32 round-off
     apart: Keras's JAX backend computes some float64 functions, tanh
     among them, in float32)."""
     layer = scaling_layer(name, granularity)
-    layer._fused_scale = layer._scale  # autodiff of the forward function
+    functions = adaptive_scaling._scale_functions(
+        layer.activation, layer.layout(X_GRAD.ndim))
+    # autodiff of the forward function
+    monkeypatch.setattr(adaptive_scaling, "_scale_kernel",
+                        lambda *key: functions[0])
     auto = analytic_gradients(layer, X_GRAD)
     params = [layer.alpha.value]
     if layer.swish_beta is not None:
         params.append(layer.swish_beta.value)
-    hand = layer._scale_gradient(
+    hand = functions[1](
         ops.convert_to_tensor(loss_weights(X_GRAD.shape)),
         ops.convert_to_tensor(X_GRAD), *params)
     names = ["inputs"] + [v.name for v in layer.trainable_variables]
@@ -220,7 +227,7 @@ def test_adaptive_scaling_backward_equals_autodiff(name, granularity):
 
 
 @pytest.mark.parametrize("granularity", ["layer", "channel"])
-def test_abu_backward_equals_autodiff(granularity):
+def test_abu_backward_equals_autodiff(granularity, monkeypatch):
     """ABU's hand-written backward pass, as the AdaptiveScaling one above,
     with every normalisation's weights handed in (the normalisation itself
     is differentiated by autodiff) and swish twice in the basis."""
@@ -230,9 +237,12 @@ def test_abu_backward_equals_autodiff(granularity):
         granularity=granularity, dtype="float64")
     layer.build(X_GRAD.shape)
     layer.swish_beta.assign(np.full(layer.swish_beta.shape, 1.3))
-    layer._fused_blend = layer._blend  # autodiff of the forward function
+    functions = abu._blend_functions(tuple(layer.basis),
+                                     layer.layout(X_GRAD.ndim))
+    # autodiff of the forward function
+    monkeypatch.setattr(abu, "_blend_kernel", lambda *key: functions[0])
     auto = analytic_gradients(layer, X_GRAD)
-    hand = layer._blend_gradient(
+    hand = functions[1](
         ops.convert_to_tensor(loss_weights(X_GRAD.shape)),
         ops.convert_to_tensor(X_GRAD), layer.blend(), layer.swish_beta.value)
     names = ["inputs"] + [v.name for v in layer.trainable_variables]

@@ -20,6 +20,8 @@ from test_rational import inputs
 
 import keras_learnact as kla
 from keras_learnact.layers import _fused
+from keras_learnact.layers import abu
+from keras_learnact.layers import adaptive_scaling
 from keras_learnact.layers import rational
 
 from numeric import analytic_gradients
@@ -31,9 +33,17 @@ BACKEND = keras.backend.backend()
 def torch_compile(monkeypatch):
     """PyTorch's compiler switched on, Rational's kernels made afresh."""
     monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "1")
-    rational._kernels.cache_clear()
+    _clear_kernels()
     yield
+    _clear_kernels()
+
+
+def _clear_kernels():
+    """Forgets the kernels cached per configuration (made with or without
+    PyTorch's compiler, as the environment said then)."""
     rational._kernels.cache_clear()
+    abu._blend_kernel.cache_clear()
+    adaptive_scaling._scale_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("version, granularity", [
@@ -61,19 +71,33 @@ def test_rational_trained_kernels_match_autodiff(version, granularity,
             keras.ops.convert_to_numpy(naive(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_rational_model_trains_with_its_trained_kernels(torch_compile):
+@pytest.mark.parametrize("make", [
+    kla.layers.Rational, kla.layers.ABU,
+    lambda: kla.layers.AdaptiveScaling("swish"),
+], ids=["rational", "abu", "alpha-swish"])
+def test_models_train_with_their_kernels(make, torch_compile):
+    # Building a model for `train_on_batch` calls each layer on shapes
+    # alone (PyTorch: tensors of the "meta" device, which once made the
+    # compiler fail and every later call run eagerly, with a warning): no
+    # warning, and the loss falls.
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 4)).astype("float32")
     y = np.abs(x).sum(axis=1, keepdims=True)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(16), kla.layers.Rational(),
-        keras.layers.Dense(1),
-    ])
-    model.compile(keras.optimizers.Adam(0.01), "mse")
-    before = model.evaluate(x, y, verbose=0)
-    model.fit(x, y, epochs=10, batch_size=32, verbose=0)
-    after = model.evaluate(x, y, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = keras.Sequential([
+            keras.Input((4,)), keras.layers.Dense(16), make(),
+            keras.layers.Dense(1),
+        ])
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        model.train_on_batch(x[:32], y[:32])  # builds on shapes first
+        before = model.evaluate(x, y, verbose=0)
+        model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+        after = model.evaluate(x, y, verbose=0)
+    failed = [str(w.message) for w in caught
+              if "torch.compile failed" in str(w.message)]
+    assert failed == []
     assert after < 0.5 * before, (before, after)
 
 
@@ -98,6 +122,28 @@ if BACKEND == "torch":
             warnings.simplefilter("error")
             np.testing.assert_array_equal(
                 double(x, torch.tensor(3.0)).numpy(), [3.0, 3.0, 3.0])
+
+    @pytest.mark.parametrize("make", [
+        lambda: kla.layers.ABU(),
+        lambda: kla.layers.ABU(normalization="softmax",
+                               granularity="channel"),
+        lambda: kla.layers.AdaptiveScaling("swish", granularity="channel"),
+    ], ids=["abu", "abu-softmax-channel", "alpha-swish-channel"])
+    def test_compiled_layers_match_eager(make, torch_compile, monkeypatch):
+        # ABU and AdaptiveScaling compiled by torch.compile (the blend and
+        # its compiled autodiff) against the same layer run eagerly.
+        x = np.random.default_rng(4).normal(size=(8, 5, 5, 3))
+        x = x.astype("float32")
+        layer = make()
+        layer.build(x.shape)
+        compiled_run = analytic_gradients(layer, x, training=True)
+        monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "0")
+        _clear_kernels()
+        eager_run = analytic_gradients(layer, x, training=True)
+        assert sorted(compiled_run) == sorted(eager_run)
+        for name in eager_run:
+            np.testing.assert_allclose(compiled_run[name], eager_run[name],
+                                       rtol=1e-4, atol=1e-5, err_msg=name)
 
     def test_switched_off_by_the_environment_variable(monkeypatch):
         monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "0")

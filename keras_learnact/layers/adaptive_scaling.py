@@ -1,5 +1,7 @@
 """Adaptive scaling ("alpha-activations"): `y = alpha * g(x)`."""
 
+import functools
+
 import keras
 import numpy as np
 from keras import initializers
@@ -10,6 +12,46 @@ from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import fuse
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_kernel(activation, layout):
+    """`_scale_functions(activation, layout)` `fuse`d; one for every layer
+    with this activation and layout."""
+    scale, scale_gradient = _scale_functions(activation, layout)
+    return fuse(scale, gradient=xla_kernel(scale_gradient),
+                torch_compile=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _scale_functions(activation, layout):
+    """`alpha * g(x)` for the activation named `activation`, and its
+    backward pass recomputed from the input alone: `dx = upstream * alpha
+    * g'(x)`, `dalpha = sum(upstream * g(x))` and, for swish, `dbeta =
+    sum(upstream * alpha * x^2 s'(beta x))`, summed over every axis but
+    the channel axis (all for layer granularity), for parameters laid out
+    as `layout` (a `Layout`)."""
+
+    def scale(inputs, alpha, beta=None):
+        if beta is not None:
+            beta = layout.broadcast(beta)
+        return layout.broadcast(alpha) * _basis.apply(activation, inputs,
+                                                      beta)
+
+    def scale_gradient(upstream, inputs, alpha, beta=None):
+        axes = layout.axes
+        if beta is not None:
+            beta = layout.broadcast(beta)
+        factor = layout.broadcast(alpha)
+        value, value_slope, beta_slope = _basis.value_and_slopes(
+            activation, inputs, beta)
+        grads = [upstream * factor * value_slope,
+                 ops.sum(upstream * value, axis=axes)]
+        if beta_slope is not None:
+            grads.append(ops.sum(upstream * factor * beta_slope, axis=axes))
+        return tuple(grads)
+
+    return scale, scale_gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -90,37 +132,9 @@ class AdaptiveScaling(LearnableActivation):
         params = [ops.cast(self.alpha, inputs.dtype)]
         if self.swish_beta is not None:
             params.append(ops.cast(self.swish_beta, inputs.dtype))
-        if not hasattr(self, "_fused_scale"):
-            self._fused_scale = fuse(
-                self._scale, gradient=xla_kernel(self._scale_gradient))
-        return self._fused_scale(inputs, *params)
-
-    def _scale(self, inputs, alpha, beta=None):
-        """`alpha * g(x)` (see `fuse`)."""
-        ndim = len(inputs.shape)
-        if beta is not None:
-            beta = self.broadcast(beta, ndim)
-        return self.broadcast(alpha, ndim) * _basis.apply(
-            self.activation, inputs, beta)
-
-    def _scale_gradient(self, upstream, inputs, alpha, beta=None):
-        """The backward pass of `_scale`, recomputed from the input alone:
-        `dx = upstream * alpha * g'(x)`, `dalpha = sum(upstream * g(x))`
-        and, for swish, `dbeta = sum(upstream * alpha * x^2 s'(beta x))`,
-        summed over every axis but the channel axis (all for layer
-        granularity)."""
-        ndim = len(inputs.shape)
-        axes = self.reduction_axes(ndim)
-        if beta is not None:
-            beta = self.broadcast(beta, ndim)
-        scale = self.broadcast(alpha, ndim)
-        value, value_slope, beta_slope = _basis.value_and_slopes(
-            self.activation, inputs, beta)
-        grads = [upstream * scale * value_slope,
-                 ops.sum(upstream * value, axis=axes)]
-        if beta_slope is not None:
-            grads.append(ops.sum(upstream * scale * beta_slope, axis=axes))
-        return tuple(grads)
+        kernel = _scale_kernel(self.activation,
+                               self.layout(len(inputs.shape)))
+        return kernel(inputs, *params)
 
     def get_config(self):
         config = super().get_config()

@@ -21,6 +21,7 @@ Layers import nothing from callbacks, snapshots or plotting; those talk to the
 layers only through `curve` and `parameter_values`.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -68,6 +69,40 @@ def cond(pred, true_fn, false_fn):
         if not isinstance(pred, jax.core.Tracer):
             return true_fn() if bool(pred) else false_fn()
     return ops.cond(pred, true_fn, false_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where per-channel parameters sit against an input of rank `ndim`.
+
+    Args:
+        ndim: the rank of the input.
+        channel: the channel axis, or None for one parameter set per layer.
+        channels: the number of channels (with `channel`).
+
+    Example:
+
+    >>> Layout(4, 3, 16).axes
+    (0, 1, 2)
+    """
+
+    ndim: int
+    channel: int | None = None
+    channels: int = 1
+
+    @property
+    def axes(self):
+        """The axes a per-parameter sum runs over."""
+        return tuple(a for a in range(self.ndim) if a != self.channel)
+
+    def broadcast(self, param):
+        """`param` (scalar, or one value per channel) shaped to broadcast
+        against the input."""
+        if self.channel is None:
+            return param
+        shape = [1] * self.ndim
+        shape[self.channel] = self.channels
+        return ops.reshape(param, shape)
 
 
 def check_choice(name, value, allowed):
@@ -288,6 +323,29 @@ class LearnableActivation(keras.layers.Layer):
         shape = [1] * ndim
         shape[ndim + self._axis_from_end] = self.channels
         return ops.reshape(param, shape)
+
+    def layout(self, ndim):
+        """How this layer's parameters meet an input of rank `ndim`, as a
+        hashable `Layout` (for functions cached per configuration, shared
+        by every layer that has it).
+
+        Args:
+            ndim: the rank of the input.
+
+        Returns:
+            A `Layout`.
+
+        Examples:
+
+        >>> import keras_learnact as kla
+        >>> layer = kla.layers.ABU(granularity="channel")
+        >>> layer.build((None, 8, 8, 3))
+        >>> layer.layout(4).axes
+        (0, 1, 2)
+        """
+        if self.granularity == "layer":
+            return Layout(ndim)
+        return Layout(ndim, ndim + self._axis_from_end, self.channels)
 
     def reduction_axes(self, ndim):
         """The axes a per-parameter sum runs over, for an input of rank
