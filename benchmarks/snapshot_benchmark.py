@@ -19,7 +19,7 @@ batch_size))`. The target is at most 2 %.
 Run:
 
     python benchmarks/snapshot_benchmark.py
-    python benchmarks/snapshot_benchmark.py --samples 512 --rounds 5 --probe
+    python benchmarks/snapshot_benchmark.py --samples 512 --rounds 5 --probe 256
 """
 
 import argparse
