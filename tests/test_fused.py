@@ -9,6 +9,8 @@ the compiler's fallback exists only on PyTorch.
 """
 
 import logging
+import os
+import shutil
 import warnings
 
 import keras
@@ -97,7 +99,13 @@ def test_models_train_with_their_kernels(make, torch_compile):
         after = model.evaluate(x, y, verbose=0)
     failed = [str(w.message) for w in caught
               if "torch.compile failed" in str(w.message)]
-    assert failed == []
+    if BACKEND == "torch" and not shutil.which(os.environ.get("CXX")
+                                               or "g++"):
+        # No C++ compiler: PyTorch's compiler fails, the layer says so
+        # once and trains eagerly.
+        assert len(failed) == 1, failed
+    else:
+        assert failed == []
     assert after < 0.5 * before, (before, after)
 
 
