@@ -318,11 +318,7 @@ class LearnableActivation(keras.layers.Layer):
             `param` itself for layer granularity; otherwise `param` reshaped
             to rank `ndim` with the channels on the channel axis.
         """
-        if self.granularity == "layer":
-            return param
-        shape = [1] * ndim
-        shape[ndim + self._axis_from_end] = self.channels
-        return ops.reshape(param, shape)
+        return self.layout(ndim).broadcast(param)
 
     def layout(self, ndim):
         """How this layer's parameters meet an input of rank `ndim`, as a
@@ -366,10 +362,7 @@ class LearnableActivation(keras.layers.Layer):
         >>> layer.reduction_axes(4)
         [0, 1, 2]
         """
-        if self.granularity == "layer":
-            return list(range(ndim))
-        channel = ndim + self._axis_from_end
-        return [a for a in range(ndim) if a != channel]
+        return list(self.layout(ndim).axes)
 
     def compute_output_shape(self, input_shape):
         return input_shape
