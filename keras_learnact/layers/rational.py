@@ -190,24 +190,32 @@ def _kernels(version, count_a, count_b, channel_axes):
             return p
         return p / denominator_of(x, denominator[0])[0]
 
-    def input_gradient(x, upstream, numerator, *denominator):
+    def elementwise(x, upstream, numerator, *denominator):
+        """`dx`, `g` and `h` (None without a denominator) of the spec's
+        closed forms, each shaped like `x`."""
         p, dp = numerator_of(x, numerator, derivative=True)
         if not denominator:
-            return upstream * dp
-        q, dq, _ = denominator_of(x, denominator[0], derivative=True)
-        return upstream * (dp - p / q * dq) / q
+            return upstream * dp, upstream, None
+        q, dq, r = denominator_of(x, denominator[0], derivative=True)
+        g = upstream / q
+        f = p / q
+        # h from F / Q, not P / Q^2: Q^2 leaves float32 from |x| ~ 1e5.
+        h = g * f
+        if version == "A":
+            h = h * ops.abs(x)
+        else:
+            h = h * ops.sign(r)
+            h = h * x if _denominator_start(version) == 1 else h
+        return g * (dp - f * dq), g, h
+
+    def input_gradient(x, upstream, numerator, *denominator):
+        return elementwise(x, upstream, numerator, *denominator)[0]
 
     def numerator_term(x, upstream, numerator, denominator):
-        return upstream / denominator_of(x, denominator)[0]
+        return elementwise(x, upstream, numerator, denominator)[1]
 
     def denominator_term(x, upstream, numerator, denominator):
-        q, r = denominator_of(x, denominator)
-        # F / Q, not P / Q^2: Q^2 leaves float32 from |x| ~ 1e5.
-        h = upstream * (numerator_of(x, numerator) / q) / q
-        if version == "A":
-            return h * ops.abs(x)
-        h = h * ops.sign(r)
-        return h * x if _denominator_start(version) == 1 else h
+        return elementwise(x, upstream, numerator, denominator)[2]
 
     def power_sums(term, x, count):
         """`[sum term x^0, ..., sum term x^(count - 1)]`, stacked on the
@@ -222,26 +230,12 @@ def _kernels(version, count_a, count_b, channel_axes):
     def row_sums(x, upstream, numerator, *denominator):
         """The input gradient and, per row of `x` (shaped `(rows,
         width)`), the sums of every coefficient's gradient."""
-        p, dp = numerator_of(x, numerator, derivative=True)
-        if not denominator:
-            dx, sums = upstream * dp, [upstream]
-        else:
-            q, dq, r = denominator_of(x, denominator[0], derivative=True)
-            g = upstream / q
-            f = p / q
-            dx = g * (dp - f * dq)
-            sums = [g]
+        dx, g, h = elementwise(x, upstream, numerator, *denominator)
+        sums = [g]
         for _ in range(count_a - 1):
             sums.append(sums[-1] * x)
         if denominator:
-            h = g * f  # upstream F / Q, not P / Q^2 (see denominator_term)
-            if version == "A":
-                base = ops.abs(x)
-                h = h * base
-            else:
-                base = x
-                h = h * ops.sign(r)
-                h = h * x if _denominator_start(version) == 1 else h
+            base = ops.abs(x) if version == "A" else x
             sums.append(h)
             for _ in range(count_b - 1):
                 sums.append(sums[-1] * base)
