@@ -153,6 +153,12 @@ if BACKEND == "torch":
             np.testing.assert_allclose(compiled_run[name], eager_run[name],
                                        rtol=1e-4, atol=1e-5, err_msg=name)
 
+    @pytest.mark.parametrize("value", ["false", "no", "2", "on"])
+    def test_unknown_switch_value_is_refused(value, monkeypatch):
+        monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, value)
+        with pytest.raises(ValueError, match=f"'{value}'.*use 1 .* or 0"):
+            _fused.compiled(lambda x: x)
+
     def test_switched_off_by_the_environment_variable(monkeypatch):
         monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "0")
 

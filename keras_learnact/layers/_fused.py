@@ -249,8 +249,7 @@ def compiled(fn):
     >>> float(ops.convert_to_numpy(double(ops.ones((3,))))[0])
     2.0
     """
-    if (keras.backend.backend() != "torch"
-            or os.environ.get(TORCH_COMPILE_VARIABLE, "1") == "0"):
+    if keras.backend.backend() != "torch" or not _torch_compile_on():
         return fn
     import torch
 
@@ -271,6 +270,17 @@ def compiled(fn):
         return fn(*args)
 
     return call
+
+
+def _torch_compile_on():
+    """Whether `KERAS_LEARNACT_TORCH_COMPILE` (unset: on) asks PyTorch to
+    compile; any value but "1" or "0" is refused, naming it."""
+    value = os.environ.get(TORCH_COMPILE_VARIABLE, "1").strip()
+    if value not in ("0", "1"):
+        raise ValueError(
+            f"{TORCH_COMPILE_VARIABLE}={value!r}: use 1 (compile with "
+            "torch.compile, the default) or 0 (run eagerly)")
+    return value == "1"
 
 
 def _shapes_only(args):
