@@ -91,6 +91,7 @@ FAMILIES = {
     "adaptive-scaling": "AdaptiveScaling",
     "deu": "DEU",
     "slaf": "SLAF",
+    "rational": "Rational",
 }
 
 

@@ -23,8 +23,8 @@ Activations are named (`ACTIVATIONS`): the fixed `relu`, `identity`, `tanh`,
 `elu`, `selu`, `swish` (Keras's fixed swish, `x * sigmoid(x)`), their
 `alpha-` versions (`AdaptiveScaling`; `alpha-swish` learns beta as well), the
 five ABU modes (`abu`, `abu-normalized`, `abu-absnormed`, `abu-posnormed`,
-`abu-softmax`), and `deu`, `slaf`, `pwlu` when the installed keras_learnact
-has those layers.
+`abu-softmax`), and `deu`, `slaf`, `pwlu`, `rational` (the Padé Activation
+Unit, version A) when the installed keras_learnact has those layers.
 
 Example:
 
@@ -54,7 +54,9 @@ ABU_MODES = {
     "abu-softmax": "softmax",
 }
 # Layers that other parts of the package add; registered only when present.
-OPTIONAL = {"deu": "DEU", "slaf": "SLAF", "pwlu": "PWLU"}
+OPTIONAL = {
+    "deu": "DEU", "slaf": "SLAF", "pwlu": "PWLU", "rational": "Rational",
+}
 
 # The ABU paper's 17 activation specs, in its order of presentation.
 ABU_PAPER_SPECS = (
@@ -97,7 +99,7 @@ def make_activation(name):
 
     Raises:
         ValueError: if the name is unknown, or names a layer (deu, slaf,
-            pwlu) that the installed keras_learnact does not have.
+            pwlu, rational) that the installed keras_learnact does not have.
 
     Example:
 
