@@ -12,7 +12,8 @@ step (building, compiling, tracing and the step itself) and of the second;
 the summary at the end of the run lists them (tests/conftest.py).
 
 Activations: ReLU, the baseline, and one of each learnable family present
-(`abu`, `alpha-swish` for AdaptiveScaling, `deu`, `slaf`, `pwlu`). On each
+(`abu`, `alpha-swish` for AdaptiveScaling, `deu`, `slaf`, `pwlu`,
+`rational`). On each
 backend:
 
 * TensorFlow: every network with every activation, traced without XLA;
@@ -74,7 +75,8 @@ BASELINE = "relu"
 # ResNet-18 (the network of issue #21) and ABU on smcnBN (whose ABU is the
 # batch-normalised blend).
 FAMILIES = tuple(
-    name for name in ("slaf", "deu", "alpha-swish", "abu", "pwlu")
+    name for name in ("slaf", "deu", "alpha-swish", "abu", "pwlu",
+                      "rational")
     if name in cifar_models.ACTIVATIONS
 )
 NUM_CLASSES = 10
