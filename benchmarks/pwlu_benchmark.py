@@ -22,6 +22,7 @@ from keras import ops  # noqa: E402
 
 from keras_learnact.layers import PWLU  # noqa: E402
 from keras_learnact.layers._fused import fuse  # noqa: E402
+from keras_learnact.layers.pwlu import segments  # noqa: E402
 
 
 class PWLUWithoutLookup(PWLU):
@@ -45,16 +46,23 @@ class PWLUWithoutLookup(PWLU):
 
     def __init__(self, **kwargs):
         super().__init__(num_intervals=16, start_realigned=True, **kwargs)
-        self._fused_lookup = fuse(self._lookup)
+        self._kernels = {}
 
-    def _lookup(self, x, start, inverse_step, slopes, offsets):
-        ndim = len(x.shape)
-        index = self._segments(x, start, inverse_step)
-        # `* 0` keeps the index computed: XLA does not fold a float product
-        # with zero (it would change inf and NaN).
-        kept = ops.cast(index, x.dtype) * 0.0
-        return (x * self.broadcast(slopes[:, -1], ndim)
-                + self.broadcast(offsets[:, -1], ndim) + kept)
+    def _lookup_kernel(self, ndim):
+        if ndim not in self._kernels:
+            layout = self.layout(ndim)
+
+            def lookup(x, start, inverse_step, slopes, offsets):
+                index = segments(layout, self.num_intervals, x, start,
+                                 inverse_step)
+                # `* 0` keeps the index computed: XLA does not fold a
+                # float product with zero (it would change inf and NaN).
+                kept = ops.cast(index, x.dtype) * 0.0
+                return (x * layout.broadcast(slopes[:, -1])
+                        + layout.broadcast(offsets[:, -1]) + kept)
+
+            self._kernels[ndim] = fuse(lookup)
+        return self._kernels[ndim]
 
 
 activation_benchmark.VARIANTS["pwlu-no-lookup"] = PWLUWithoutLookup

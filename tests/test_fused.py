@@ -24,6 +24,7 @@ import keras_learnact as kla
 from keras_learnact.layers import _fused
 from keras_learnact.layers import abu
 from keras_learnact.layers import adaptive_scaling
+from keras_learnact.layers import pwlu
 from keras_learnact.layers import rational
 
 from numeric import analytic_gradients
@@ -46,6 +47,7 @@ def _clear_kernels():
     rational._kernels.cache_clear()
     abu._blend_kernel.cache_clear()
     adaptive_scaling._scale_kernel.cache_clear()
+    pwlu._lookup_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("version, granularity", [
@@ -76,7 +78,8 @@ def test_rational_trained_kernels_match_autodiff(version, granularity,
 @pytest.mark.parametrize("make", [
     kla.layers.Rational, kla.layers.ABU,
     lambda: kla.layers.AdaptiveScaling("swish"),
-], ids=["rational", "abu", "alpha-swish"])
+    lambda: kla.layers.PWLU(start_realigned=True),
+], ids=["rational", "abu", "alpha-swish", "pwlu"])
 def test_models_train_with_their_kernels(make, torch_compile):
     # Building a model for `train_on_batch` calls each layer on shapes
     # alone (PyTorch: tensors of the "meta" device, which once made the
@@ -136,15 +139,30 @@ if BACKEND == "torch":
         lambda: kla.layers.ABU(normalization="softmax",
                                granularity="channel"),
         lambda: kla.layers.AdaptiveScaling("swish", granularity="channel"),
-    ], ids=["abu", "abu-softmax-channel", "alpha-swish-channel"])
+        lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True,
+                                granularity="layer"),
+        lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True),
+    ], ids=["abu", "abu-softmax-channel", "alpha-swish-channel",
+            "pwlu-layer", "pwlu-channel"])
     def test_compiled_layers_match_eager(make, torch_compile, monkeypatch):
-        # ABU and AdaptiveScaling compiled by torch.compile (the blend and
-        # its compiled autodiff) against the same layer run eagerly.
-        x = np.random.default_rng(4).normal(size=(8, 5, 5, 3))
+        # ABU, AdaptiveScaling and PWLU compiled by torch.compile (the
+        # blend or lookup and its compiled autodiff) against the same
+        # layer run eagerly; PWLU's inputs reach both tails and every
+        # segment of its grid [-3, 3].
+        x = np.random.default_rng(4).normal(size=(8, 5, 5, 3)) * 2.5
         x = x.astype("float32")
         layer = make()
         layer.build(x.shape)
+        if isinstance(layer, kla.layers.PWLU):
+            layer.heights.assign(np.random.default_rng(5).normal(
+                size=layer.heights.shape).astype("float32"))
+        # In one piece: a graph break (PWLU's index once had one per call)
+        # splits the kernel and recompiles its pieces.
+        from torch._dynamo.utils import counters
+
+        counters.clear()
         compiled_run = analytic_gradients(layer, x, training=True)
+        assert not counters["graph_break"], dict(counters["graph_break"])
         monkeypatch.setenv(_fused.TORCH_COMPILE_VARIABLE, "0")
         _clear_kernels()
         eager_run = analytic_gradients(layer, x, training=True)
@@ -152,6 +170,39 @@ if BACKEND == "torch":
         for name in eager_run:
             np.testing.assert_allclose(compiled_run[name], eager_run[name],
                                        rtol=1e-4, atol=1e-5, err_msg=name)
+
+    def test_every_configuration_has_its_own_recompilations(torch_compile):
+        # PyTorch's compiler allows 8 recompilations per code object; the
+        # blends of six bases, trained and evaluated, are 12 versions of
+        # one function, which used to exhaust it and run eagerly.
+        import torch
+
+        records = []
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+
+        handler = Keep(logging.WARNING)
+        logger = logging.getLogger("torch._dynamo")
+        logger.addHandler(handler)
+        torch._dynamo.reset()
+        try:
+            stack = [keras.Input((4,))]
+            for basis in (("relu", "tanh"), ("relu", "elu"), ("tanh", "elu"),
+                          ("relu", "swish"), ("elu", "swish"),
+                          ("tanh", "swish")):
+                stack += [keras.layers.Dense(4), kla.layers.ABU(basis=basis)]
+            model = keras.Sequential([*stack, keras.layers.Dense(1)])
+            model.compile("adam", "mse")
+            x = np.random.default_rng(0).normal(size=(16, 4))
+            x = x.astype("float32")
+            for _ in range(2):
+                model.train_on_batch(x, x[:, :1])
+                model.predict_on_batch(x)
+        finally:
+            logger.removeHandler(handler)
+        assert not [r for r in records if "recompile_limit" in r], records
 
     @pytest.mark.parametrize("value", ["false", "no", "2", "on"])
     def test_unknown_switch_value_is_refused(value, monkeypatch):

@@ -37,6 +37,7 @@ The result is numerically the same function with the same gradients.
 
 import functools
 import os
+import types
 import warnings
 
 import keras
@@ -253,7 +254,7 @@ def compiled(fn):
         return fn
     import torch
 
-    kernel = torch.compile(fn, dynamic=True)
+    kernel = torch.compile(_own_code(fn), dynamic=True)
     eager = []
 
     def call(*args):
@@ -270,6 +271,24 @@ def compiled(fn):
         return fn(*args)
 
     return call
+
+
+def _own_code(fn):
+    """A copy of the function `fn` with a code object of its own.
+
+    PyTorch's compiler keeps its compiled versions of a function, and its
+    limit of 8 recompilations, per code object, and the functions that
+    the families make per configuration (`_lookup_functions(layout, n)`
+    and the like) share one: a ResNet's PWLU layers of four channel
+    counts, each trained and evaluated, would use up the 8 and then run
+    eagerly. Each copy has its own."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    copy = types.FunctionType(fn.__code__.replace(), fn.__globals__,
+                              fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    return copy
 
 
 def _torch_compile_on():

@@ -1,11 +1,15 @@
 """The Piecewise Linear Unit (PWLU) with statistics-based realignment."""
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import compiled
 from keras_learnact.layers._fused import fuse
+from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_number
@@ -89,12 +93,18 @@ def segment_index(u, top, row_starts=None):
     [0]
     """
     # `u > 0` is False for NaN; the floor of a clipped value is exact.
-    v = ops.floor(ops.minimum(ops.where(u > 0, u, 0.0), float(top)))
+    u = ops.where(u > 0, u, 0.0)
+    backend = keras.backend.backend()
+    if backend == "torch":
+        # torch.compile(dynamic=True) takes `top` for a symbolic integer,
+        # which `ops.minimum` cannot trace (a graph break per call).
+        v = ops.floor(ops.clip(u, 0.0, top))
+    else:
+        v = ops.floor(ops.minimum(u, float(top)))
     v = ops.stop_gradient(v)
     offset = 0
     if row_starts is not None:
         offset = ops.cast(row_starts, "int32")
-    backend = keras.backend.backend()
     if (keras.backend.standardize_dtype(v.dtype) != "float32"
             or backend not in ("tensorflow", "jax")):
         return ops.cast(v, "int32") + offset  # no XLA: the cast is as fast
@@ -126,7 +136,7 @@ def take(table, index):
     quantisations would store them as float16 or int8 (measured: errors
     up to a third of the output with the int8 tables of 100 channels),
     but leave integer constants alone. TensorFlow's gradient of the lookup
-    is written by hand (`PWLU._lookup_gradient`), so nothing
+    is written by hand (`_lookup_functions`), so nothing
     differentiates the bits.
 
     Args:
@@ -157,6 +167,150 @@ def take(table, index):
 
         return jnp.take(table, index, mode="clip")
     return ops.take(table, index)
+
+
+def segments(layout, num_intervals, x, start, inverse_step):
+    """The row of the flattened tables that each element of `x` uses.
+
+    Args:
+        layout: the `Layout` of the parameters against `x`.
+        num_intervals: `N`; each channel's table has `N + 2` rows.
+        x: the input.
+        start: the left end of the grid per channel (`BL`, or 0 for
+            phase I's ReLU).
+        inverse_step: `1 / d` per channel.
+
+    Returns:
+        An int32 tensor shaped like `x`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> from keras_learnact.layers.base import Layout
+    >>> x = ops.convert_to_tensor([[-1.0, 0.5], [2.5, 9.0]])
+    >>> rows = segments(Layout(2, 1, 2), 4, x, ops.zeros((2,)),
+    ...                 ops.ones((2,)))
+    >>> ops.convert_to_numpy(rows).tolist()
+    [[0, 6], [3, 11]]
+    """
+    u = (x - layout.broadcast(start)) * layout.broadcast(inverse_step)
+    row_starts = None
+    if layout.channel is not None:
+        row_starts = layout.broadcast(
+            ops.arange(layout.channels, dtype="int32") * (num_intervals + 2))
+    return segment_index(u, num_intervals + 1, row_starts)
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup_kernel(layout, num_intervals):
+    """`_lookup_functions(layout, num_intervals)` fused; one for every
+    layer with this layout and number of intervals.
+
+    TensorFlow: XLA kernels with the hand-written backward pass. JAX: the
+    lookup, differentiated with the train step. PyTorch: the lookup
+    compiled, with the hand-written backward pass in its counted form
+    (elementwise part compiled, table sums as weighted bin counts): its
+    compiled autodiff sums the tables' gradient with atomic adds, which
+    on a CPU took 149 ms against 12 ms for two bin counts of a
+    128x32x32x32 input (each table row is hit by thousands of
+    elements), and Keras's segment sum makes six passes there."""
+    lookup, lookup_gradient, counted_gradient = _lookup_functions(
+        layout, num_intervals)
+    if keras.backend.backend() == "torch":
+        return with_gradient(
+            compiled(lookup),
+            lambda upstream, y, *args: counted_gradient(upstream, *args))
+    return fuse(lookup, gradient=lookup_gradient)
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup_functions(layout, num_intervals):
+    """PWLU's lookup `x * S[j] + O[j]` and two forms of its backward pass,
+    functions of tensors alone for parameters laid out as `layout` (a
+    `Layout`) with `num_intervals` intervals.
+
+    The backward pass (TensorFlow's, in two XLA kernels; PyTorch's
+    `counted_gradient` keeps the index from the first and counts):
+    `dx = upstream * S[j]`; the tables' gradients are segment sums of
+    `upstream * x` and `upstream` over the rows `j`; the index is
+    piecewise constant, so `start` and `1 / d` get none. Written by hand
+    because XLA's derivative of the gather put three 16 MB temporaries
+    (the index, `upstream * x` and a copy of `upstream`) into one 48 MB
+    scratch buffer for a 128x32x32x32 input: above glibc's 32 MB limit
+    for reusing freed memory, so every step mapped fresh pages (12 288
+    page faults, about 20 of its 35 ms). Here the products are the first
+    kernel's outputs, and the second kernel's only scratch is the index.
+    """
+    def rows(x, start, inverse_step):
+        return segments(layout, num_intervals, x, start, inverse_step)
+
+    def lookup(x, start, inverse_step, slopes, offsets):
+        index = rows(x, start, inverse_step)
+        outputs = (x * take(ops.reshape(slopes, (-1,)), index)
+                   + take(ops.reshape(offsets, (-1,)), index))
+        if keras.backend.backend() == "jax":
+            # The same values: a NaN input gives NaN either way. XLA on the
+            # CPU folds a trailing multiply-add into the next convolution's
+            # YNNPACK fusion, which leaves the two gathers as two passes
+            # that each redo the index; it does not fold a select, so the
+            # lookup stays one pass (measured, the model benchmark's
+            # PWLU-16 with `jit`: predict 1.66x -> 1.52x ReLU; train and
+            # TensorFlow unchanged).
+            outputs = ops.where(x == x, outputs, x)
+        return outputs
+
+    def products(upstream, x, start, inverse_step, slopes):
+        index = rows(x, start, inverse_step)
+        return upstream * take(ops.reshape(slopes, (-1,)), index), upstream * x
+
+    def table_sums(x, weighted, upstream, start, inverse_step):
+        index = ops.reshape(rows(x, start, inverse_step), (-1,))
+        count = layout.channels * (num_intervals + 2)
+        return (ops.segment_sum(weighted, index, num_segments=count),
+                ops.segment_sum(upstream, index, num_segments=count))
+
+    products_kernel = xla_kernel(products)
+    table_sums_kernel = xla_kernel(table_sums)
+
+    def gradients(dx, d_slopes, d_offsets, start, inverse_step, slopes,
+                  offsets):
+        return (dx, ops.zeros_like(start), ops.zeros_like(inverse_step),
+                ops.reshape(ops.cast(d_slopes, slopes.dtype),
+                            ops.shape(slopes)),
+                ops.reshape(ops.cast(d_offsets, offsets.dtype),
+                            ops.shape(offsets)))
+
+    def lookup_gradient(upstream, x, start, inverse_step, slopes, offsets):
+        dx, weighted = products_kernel(upstream, x, start, inverse_step,
+                                       slopes)
+        d_slopes, d_offsets = table_sums_kernel(
+            x, ops.reshape(weighted, (-1,)), ops.reshape(upstream, (-1,)),
+            start, inverse_step,
+        )
+        return gradients(dx, d_slopes, d_offsets, start, inverse_step,
+                         slopes, offsets)
+
+    def indexed_products(upstream, x, start, inverse_step, slopes):
+        index = rows(x, start, inverse_step)
+        dx = upstream * take(ops.reshape(slopes, (-1,)), index)
+        return dx, upstream * x, index
+
+    indexed_kernel = compiled(indexed_products)
+
+    def counted_gradient(upstream, x, start, inverse_step, slopes, offsets):
+        # The same sums, the index kept from the elementwise kernel.
+        dx, weighted, index = indexed_kernel(upstream, x, start,
+                                             inverse_step, slopes)
+        index = ops.reshape(index, (-1,))
+        count = layout.channels * (num_intervals + 2)
+        d_slopes = ops.bincount(index, weights=ops.reshape(weighted, (-1,)),
+                                minlength=count)
+        d_offsets = ops.bincount(index, weights=ops.reshape(upstream, (-1,)),
+                                 minlength=count)
+        return gradients(dx, d_slopes, d_offsets, start, inverse_step,
+                         slopes, offsets)
+
+    return lookup, lookup_gradient, counted_gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_learnact")
@@ -384,9 +538,6 @@ class PWLU(LearnableActivation):
         relu_slopes = np.ones(n + 2, "float32")
         relu_slopes[0] = 0.0
         self._relu_slopes = relu_slopes
-        # Where each channel's row starts in the flattened tables.
-        starts = np.arange(self.channels) * (n + 2)
-        self._row_starts = starts.astype("int32").reshape(self.param_shape())
 
     # -- the function --------------------------------------------------------
 
@@ -472,83 +623,18 @@ class PWLU(LearnableActivation):
         x = ops.cast(inputs, dtype)
         if training:
             self._update_statistics(x)
-        if not hasattr(self, "_fused_lookup"):
-            self._fused_lookup = fuse(self._lookup,
-                                      gradient=self._lookup_gradient)
         # The tables stay outside the fused kernel: inside it, XLA fuses
         # their arithmetic into the per-element loop (measured: predict
         # 1.2-1.4x -> 2x ReLU).
         tables = self._tables(*self._weights(dtype))
-        outputs = self._fused_lookup(x, *tables)
+        outputs = self._lookup_kernel(len(x.shape))(x, *tables)
         return ops.cast(outputs, inputs.dtype)
 
-    def _segments(self, x, start, inverse_step):
-        """The row of the flattened tables that each element of `x` uses."""
-        ndim = len(x.shape)
-        u = (x - self.broadcast(start, ndim)) * self.broadcast(
-            inverse_step, ndim
-        )
-        row_starts = None
-        if self.granularity == "channel":
-            row_starts = self.broadcast(
-                ops.convert_to_tensor(self._row_starts, "int32"), ndim
-            )
-        return segment_index(u, self.num_intervals + 1, row_starts)
-
-    def _lookup(self, x, start, inverse_step, slopes, offsets):
-        """One index computation and one lookup: `x * S[j] + O[j]`."""
-        index = self._segments(x, start, inverse_step)
-        slopes = take(ops.reshape(slopes, (-1,)), index)
-        offsets = take(ops.reshape(offsets, (-1,)), index)
-        outputs = x * slopes + offsets
-        if keras.backend.backend() == "jax":
-            # The same values: a NaN input gives NaN either way. XLA on the
-            # CPU folds a trailing multiply-add into the next convolution's
-            # YNNPACK fusion, which leaves the two gathers as two passes
-            # that each redo the index; it does not fold a select, so the
-            # lookup stays one pass (measured, the model benchmark's
-            # PWLU-16 with `jit`: predict 1.66x -> 1.52x ReLU; train and
-            # TensorFlow unchanged).
-            outputs = ops.where(x == x, outputs, x)
-        return outputs
-
-    def _lookup_gradient(self, upstream, x, start, inverse_step, slopes,
-                         offsets):
-        """TensorFlow's backward pass of `_lookup`, in two XLA kernels.
-
-        `dx = upstream * S[j]`; the tables' gradients are segment sums of
-        `upstream * x` and `upstream` over the rows `j`; the index is
-        piecewise constant, so `start` and `1 / d` get none. Written by
-        hand because XLA's derivative of the gather put three 16 MB
-        temporaries (the index, `upstream * x` and a copy of `upstream`)
-        into one 48 MB scratch buffer for a 128x32x32x32 input: above
-        glibc's 32 MB limit for reusing freed memory, so every step mapped
-        fresh pages (12 288 page faults, about 20 of its 35 ms). Here the
-        products are the first kernel's outputs, and the second kernel's
-        only scratch is the index.
-        """
-        if not hasattr(self, "_gradient_kernels"):
-            self._gradient_kernels = (xla_kernel(self._products),
-                                      xla_kernel(self._table_sums))
-        products, table_sums = self._gradient_kernels
-        dx, weighted = products(upstream, x, start, inverse_step, slopes)
-        rows = int(np.prod(slopes.shape))
-        d_slopes, d_offsets = table_sums(
-            x, ops.reshape(weighted, (-1,)), ops.reshape(upstream, (-1,)),
-            start, inverse_step, rows,
-        )
-        return (dx, ops.zeros_like(start), ops.zeros_like(inverse_step),
-                ops.reshape(d_slopes, slopes.shape),
-                ops.reshape(d_offsets, offsets.shape))
-
-    def _products(self, upstream, x, start, inverse_step, slopes):
-        index = self._segments(x, start, inverse_step)
-        return upstream * take(ops.reshape(slopes, (-1,)), index), upstream * x
-
-    def _table_sums(self, x, weighted, upstream, start, inverse_step, rows):
-        index = ops.reshape(self._segments(x, start, inverse_step), (-1,))
-        return (ops.segment_sum(weighted, index, num_segments=rows),
-                ops.segment_sum(upstream, index, num_segments=rows))
+    def _lookup_kernel(self, ndim):
+        """The fused lookup `fn(x, start, inverse_step, slopes, offsets)`
+        for inputs of rank `ndim`, shared by every layer with this layout
+        and number of intervals."""
+        return _lookup_kernel(self.layout(ndim), self.num_intervals)
 
     # -- phase I statistics --------------------------------------------------
 
