@@ -191,7 +191,7 @@ def segments(layout, num_intervals, x, start, inverse_step):
     >>> rows = segments(Layout(2, 1, 2), 4, x, ops.zeros((2,)),
     ...                 ops.ones((2,)))
     >>> ops.convert_to_numpy(rows).tolist()
-    [[0, 6], [3, 11]]
+    [[0, 6], [2, 11]]
     """
     u = (x - layout.broadcast(start)) * layout.broadcast(inverse_step)
     row_starts = None
