@@ -241,6 +241,8 @@ def _lookup_functions(layout, num_intervals):
     page faults, about 20 of its 35 ms). Here the products are the first
     kernel's outputs, and the second kernel's only scratch is the index.
     """
+    count = layout.channels * (num_intervals + 2)  # rows of the tables
+
     def rows(x, start, inverse_step):
         return segments(layout, num_intervals, x, start, inverse_step)
 
@@ -259,18 +261,11 @@ def _lookup_functions(layout, num_intervals):
             outputs = ops.where(x == x, outputs, x)
         return outputs
 
-    def products(upstream, x, start, inverse_step, slopes):
-        index = rows(x, start, inverse_step)
-        return upstream * take(ops.reshape(slopes, (-1,)), index), upstream * x
-
     def table_sums(x, weighted, upstream, start, inverse_step):
         index = ops.reshape(rows(x, start, inverse_step), (-1,))
-        count = layout.channels * (num_intervals + 2)
         return (ops.segment_sum(weighted, index, num_segments=count),
                 ops.segment_sum(upstream, index, num_segments=count))
 
-    products_kernel = xla_kernel(products)
-    table_sums_kernel = xla_kernel(table_sums)
 
     def gradients(dx, d_slopes, d_offsets, start, inverse_step, slopes,
                   offsets):
@@ -279,6 +274,20 @@ def _lookup_functions(layout, num_intervals):
                             ops.shape(slopes)),
                 ops.reshape(ops.cast(d_offsets, offsets.dtype),
                             ops.shape(offsets)))
+
+    def indexed_products(upstream, x, start, inverse_step, slopes):
+        index = rows(x, start, inverse_step)
+        dx = upstream * take(ops.reshape(slopes, (-1,)), index)
+        return dx, upstream * x, index
+
+    def products(upstream, x, start, inverse_step, slopes):
+        # Without the index: XLA drops it from the kernel, whose scratch
+        # then holds nothing of the input's size.
+        return indexed_products(upstream, x, start, inverse_step, slopes)[:2]
+
+    products_kernel = xla_kernel(products)
+    table_sums_kernel = xla_kernel(table_sums)
+    indexed_kernel = compiled(indexed_products)
 
     def lookup_gradient(upstream, x, start, inverse_step, slopes, offsets):
         dx, weighted = products_kernel(upstream, x, start, inverse_step,
@@ -290,19 +299,11 @@ def _lookup_functions(layout, num_intervals):
         return gradients(dx, d_slopes, d_offsets, start, inverse_step,
                          slopes, offsets)
 
-    def indexed_products(upstream, x, start, inverse_step, slopes):
-        index = rows(x, start, inverse_step)
-        dx = upstream * take(ops.reshape(slopes, (-1,)), index)
-        return dx, upstream * x, index
-
-    indexed_kernel = compiled(indexed_products)
-
     def counted_gradient(upstream, x, start, inverse_step, slopes, offsets):
         # The same sums, the index kept from the elementwise kernel.
         dx, weighted, index = indexed_kernel(upstream, x, start,
                                              inverse_step, slopes)
         index = ops.reshape(index, (-1,))
-        count = layout.channels * (num_intervals + 2)
         d_slopes = ops.bincount(index, weights=ops.reshape(weighted, (-1,)),
                                 minlength=count)
         d_offsets = ops.bincount(index, weights=ops.reshape(upstream, (-1,)),
