@@ -26,6 +26,7 @@ from keras_learnact.layers import abu
 from keras_learnact.layers import adaptive_scaling
 from keras_learnact.layers import pwlu
 from keras_learnact.layers import rational
+from keras_learnact.layers import slaf
 
 from numeric import analytic_gradients
 
@@ -48,6 +49,7 @@ def _clear_kernels():
     abu._blend_kernel.cache_clear()
     adaptive_scaling._scale_kernel.cache_clear()
     pwlu._lookup_kernel.cache_clear()
+    slaf._batch_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("version, granularity", [
@@ -79,7 +81,8 @@ def test_rational_trained_kernels_match_autodiff(version, granularity,
     kla.layers.Rational, kla.layers.ABU,
     lambda: kla.layers.AdaptiveScaling("swish"),
     lambda: kla.layers.PWLU(start_realigned=True),
-], ids=["rational", "abu", "alpha-swish", "pwlu"])
+    kla.layers.SLAF,
+], ids=["rational", "abu", "alpha-swish", "pwlu", "slaf"])
 def test_models_train_with_their_kernels(make, torch_compile):
     # Building a model for `train_on_batch` calls each layer on shapes
     # alone (PyTorch: tensors of the "meta" device, which once made the
@@ -142,13 +145,18 @@ if BACKEND == "torch":
         lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True,
                                 granularity="layer"),
         lambda: kla.layers.PWLU(num_intervals=4, start_realigned=True),
+        lambda: kla.layers.SLAF(granularity="layer", gate=True),
+        lambda: kla.layers.SLAF(degree=3),
+        lambda: kla.layers.SLAF(normalization="none", granularity="channel"),
     ], ids=["abu", "abu-softmax-channel", "alpha-swish-channel",
-            "pwlu-layer", "pwlu-channel"])
+            "pwlu-layer", "pwlu-channel", "slaf-layer-gated",
+            "slaf-channel", "slaf-raw-channel"])
     def test_compiled_layers_match_eager(make, torch_compile, monkeypatch):
-        # ABU, AdaptiveScaling and PWLU compiled by torch.compile (the
-        # blend or lookup and its compiled autodiff) against the same
-        # layer run eagerly; PWLU's inputs reach both tails and every
-        # segment of its grid [-3, 3].
+        # ABU, AdaptiveScaling, PWLU and SLAF compiled by torch.compile
+        # (the blend, lookup or polynomial, batch-normalised or raw, and
+        # its compiled autodiff) against the same layer run eagerly;
+        # PWLU's inputs reach both tails and every segment of its grid
+        # [-3, 3].
         x = np.random.default_rng(4).normal(size=(8, 5, 5, 3)) * 2.5
         x = x.astype("float32")
         layer = make()

@@ -16,7 +16,8 @@ how each backend runs the pair:
   from TensorFlow's ordinary autodiff of `fn`, where graph pruning keeps
   only what they need.
 - PyTorch, for the families that ask (`torch_compile=True`: ABU,
-  AdaptiveScaling; Rational through `trained`): `fn` compiled by
+  AdaptiveScaling; Rational through `trained`; PWLU's lookup and SLAF's
+  batch-normalised form through `compiled` itself): `fn` compiled by
   `torch.compile` (`compiled`), whose compiled autodiff makes the
   backward pass one kernel that recomputes from `x`. On the benchmark CNN
   (2-core CPU) this took ABU's train step from 2.0x ReLU's to 1.16x and

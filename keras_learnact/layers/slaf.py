@@ -1,5 +1,6 @@
 """Self-Learnable Activation Functions: learned polynomials of the input."""
 
+import dataclasses
 import functools
 import math
 
@@ -8,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import compiled
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -78,6 +80,211 @@ def _input_gradient_kernel(upstream, q, slope, moments):
     coefficient tables, as one XLA kernel."""
     return _compiled_kernels()[1](
         upstream, q, slope, moments, (slope.shape[-1], moments.shape[-1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """The batch-normalised form's per-channel mathematics, as functions of
+    tensors: one object per configuration, shared by every layer with it.
+
+    On PyTorch, `batch` runs compiled (`_batch_kernel`); the compiler
+    guards on the object it is called on, so the object must not be a
+    layer (it would compile again for each) and must not hold a channel
+    count (it would compile again for each width). Reshapes to the
+    channels use -1.
+
+    Args:
+        degree: the polynomial's degree (powers `1..degree` are normalised).
+        epsilon: added to each power's variance.
+        axis: the statistics' channel axis, counted from the end (< 0).
+
+    Examples:
+
+    >>> from keras import ops
+    >>> stats = Statistics(degree=2, epsilon=1e-3, axis=-1)
+    >>> stats.orders()
+    [1, 2, 4]
+    >>> x = ops.convert_to_tensor([[1.0, -2.0], [3.0, 2.0]])
+    >>> r, q, sums = stats.power_sums(x)
+    >>> ops.convert_to_numpy(sums)[:, 0].tolist()  # mean(x / max|x|)
+    [0.6666666865348816, 0.0]
+    """
+
+    degree: int
+    epsilon: float
+    axis: int
+
+    def orders(self):
+        """The orders j of the power sums S_j the moments use: 1..k and
+        the even ones up to 2k (the odd ones above k are never needed)."""
+        degrees = range(1, self.degree + 1)
+        return sorted(set(degrees) | {2 * i for i in degrees})
+
+    def reduction_axes(self, ndim):
+        """Every axis of a rank-`ndim` input but the channel axis."""
+        channel = ndim + self.axis
+        return [a for a in range(ndim) if a != channel]
+
+    def count(self, x):
+        """The number of elements per channel: a Python int where the
+        shape is known, else a scalar tensor."""
+        count = 1
+        for a in self.reduction_axes(len(x.shape)):
+            count = count * ops.shape(x)[a]
+        return count
+
+    def broadcast(self, param, ndim):
+        """Reshapes a `(channels, ...)` tensor to meet a rank-`ndim` input,
+        trailing axes kept last."""
+        shape = [1] * ndim + list(param.shape[1:])
+        shape[ndim + self.axis] = -1
+        return ops.reshape(param, shape)
+
+    def terms(self, table, ndim):
+        """The columns of a per-channel table, each broadcast to rank
+        `ndim`."""
+        return [self.broadcast(table[:, i], ndim)
+                for i in range(table.shape[-1])]
+
+    def scale(self, r):
+        """The per-channel scale `r` of `power_sums`, `(channels, 1)`."""
+        return ops.reshape(r, (-1, 1))
+
+    def moments(self, sums):
+        """`mean(q^i)` and `mean(q^2i)`, `i = 1..degree`, from the power
+        sums, each `(channels, degree)`."""
+        degrees = range(1, self.degree + 1)
+        column = {j: sums[:, k:k + 1] for k, j in enumerate(self.orders())}
+        mean = ops.concatenate([column[i] for i in degrees], axis=-1)
+        second = ops.concatenate([column[2 * i] for i in degrees], axis=-1)
+        return mean, second
+
+    def power_sums(self, x, single=False):
+        """`r`, `q = x / r` and the power sums `S_j = mean(q^j)` per channel,
+        shape `(channels, len(orders()))`.
+
+        `r` is a per-channel scale that keeps every power of `q` in
+        [-1, 1] (in [-4^j, 4^j] for inputs beyond 2^126). The normalised
+        powers do not depend on it (epsilon is rescaled to match), so it
+        carries no gradient. The power sums give every moment: mean(q^i) =
+        S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the cancellation at
+        float32 round-off of the O(1) sums). No tensor of powers is
+        stacked. Sums over a count, not ops.mean: some backends' mean
+        accumulates float64 in float32.
+
+        Args:
+            x: the input.
+            single: True (or a boolean tensor) where the batch has at most
+                one element per channel; then `r = 1` (and `q = x`), as the
+                output is the inference polynomial in `x`.
+        """
+        ndim = len(x.shape)
+        axes = self.reduction_axes(ndim)
+        one = ops.cast(1.0, x.dtype)
+        if single is True:
+            shape = [1] * ndim
+            shape[ndim + self.axis] = ops.shape(x)[ndim + self.axis]
+            r = ops.ones(shape, x.dtype)
+        else:
+            # At most 1 / tiny (2^126 in float32): XLA divides by
+            # multiplying with the reciprocal, and a subnormal reciprocal
+            # is flushed to zero. |q| <= 4 then, whatever x holds.
+            # (`amax`: Keras's PyTorch `max` over an axis breaks a
+            # compiled graph.)
+            name = keras.backend.standardize_dtype(x.dtype)
+            largest = ops.cast(1.0 / np.finfo(name).tiny, x.dtype)
+            r = ops.stop_gradient(_minimum(_maximum(
+                ops.amax(ops.abs(x), axis=axes, keepdims=True), one),
+                largest))
+            if single is not False:
+                r = ops.where(single, one, r)
+        q = x / r
+        count = ops.cast(self.count(x), x.dtype)
+        orders = self.orders()
+        sums = []
+        power = q
+        for j in range(1, orders[-1] + 1):
+            if j > 1:
+                power = power * q
+            if j in orders:
+                sums.append(ops.reshape(ops.sum(power, axis=axes) / count,
+                                        (-1, 1)))
+        return r, q, ops.concatenate(sums, axis=-1)
+
+    def table(self, sums, r, coefficients, bias, gate_logit=None):
+        """Per channel: the polynomial in `q` and the moments of `x`.
+
+        Args:
+            sums: `(channels, J)` power sums from `power_sums`.
+            r: the scale from `power_sums`.
+            coefficients, bias, gate_logit: the layer's parameters.
+
+        Returns:
+            `(table, mean, variance)`: `table[:, i]` is the coefficient of
+            `q^i` (`i = 0..degree`); `mean`, `variance` are the batch
+            moments of the powers of `q = x / r`, `(channels, degree)`
+            (those of `x^i` are `r^i` and `r^2i` times them).
+        """
+        dtype = sums.dtype
+        mean, second = self.moments(sums)
+        # Clamped at 0 against round-off; a NaN (from a non-finite input)
+        # stays NaN, so that the update can tell it apart.
+        spread = second - ops.square(mean)
+        variance = ops.where(spread < 0, ops.zeros_like(spread), spread)
+        r_powers = self.scale(r) ** ops.arange(1, self.degree + 1,
+                                               dtype=dtype)
+        r_squared = ops.square(r_powers)
+        # var(x^i) + eps = r^(2i) * (var(q^i) + eps / r^(2i)); floored at the
+        # smallest normal number so that an underflow cannot divide by zero.
+        tiny = float(np.finfo(keras.backend.standardize_dtype(dtype)).tiny)
+        denominator = ops.sqrt(_maximum(
+            variance + self.epsilon / r_squared, ops.full_like(variance, tiny)
+        ))
+        if gate_logit is not None:
+            coefficients = ops.sigmoid(gate_logit) * coefficients
+        scale = coefficients / denominator
+        constant = bias - ops.sum(scale * mean, axis=-1)
+        table = ops.concatenate([constant[:, None], scale], axis=-1)
+        return table, mean, variance
+
+    def batch(self, x, *params):
+        """Normalised by the batch: `(outputs, mean, variance, r)` for the
+        layer's parameters `params` (coefficients, bias, gate logit)."""
+        r, q, sums = self.power_sums(x)
+        table, mean, variance = self.table(sums, r, *params)
+        outputs = _horner(q, self.terms(table, len(x.shape)))
+        return outputs, mean, variance, self.scale(r)
+
+
+@functools.lru_cache(maxsize=None)
+def _polynomial_kernel(axis):
+    """`polynomial(x, table)`: Horner's rule in `x` with the coefficients
+    `table[..., j]`, one row of `table` per channel of `axis` (counted
+    from the end), or one row for the whole tensor (`axis=None`); compiled
+    on PyTorch, where eagerly it is two passes per degree and autograd
+    keeps each partial polynomial."""
+    def polynomial(x, table):
+        if axis is None:
+            return _horner(x, _columns(table, table.shape[-1]))
+        ndim = len(x.shape)
+        shape = [1] * ndim
+        shape[ndim + axis] = -1
+        return _horner(x, [ops.reshape(column, shape) for column
+                           in _columns(table, table.shape[-1])])
+
+    if keras.backend.backend() == "torch":
+        return compiled(polynomial)
+    return polynomial
+
+
+@functools.lru_cache(maxsize=None)
+def _batch_kernel(statistics):
+    """`statistics.batch`, compiled on PyTorch (one kernel each way, as
+    `_fused.compiled` describes; eagerly it is about 20 passes over the
+    input forward and more backward), as it is elsewhere."""
+    if keras.backend.backend() == "torch":
+        return compiled(statistics.batch)
+    return statistics.batch
 
 
 def _identity_offset_initializer(initializer, offset, index):
@@ -305,6 +512,7 @@ class SLAF(LearnableActivation):
         )
         self.stat_channels = None
         self._stat_axis_from_end = None
+        self._statistics = None
 
     @property
     def normalized(self):
@@ -353,6 +561,8 @@ class SLAF(LearnableActivation):
             self.stat_channels, self._stat_axis_from_end = (
                 self._resolve_stat_axis(input_shape)
             )
+            self._statistics = Statistics(
+                self.degree, self.epsilon, self._stat_axis_from_end)
             self.bias = self.add_weight(
                 name="bias", shape=(self.stat_channels,),
                 initializer=self.bias_initializer, autocast=False,
@@ -379,14 +589,6 @@ class SLAF(LearnableActivation):
                 )
 
     # -- computation ---------------------------------------------------------
-
-    def _stat_broadcast(self, param, ndim):
-        """Reshapes a `(stat_channels, ...)` tensor to meet a rank-`ndim`
-        input, trailing axes kept last."""
-        trailing = tuple(param.shape[1:])
-        shape = [1] * ndim + list(trailing)
-        shape[ndim + self._stat_axis_from_end] = self.stat_channels
-        return ops.reshape(param, shape)
 
     def _raw_table(self, coefficients, gate_logit=None):
         """The coefficients of `x^0 .. x^degree` of the raw form, shape
@@ -417,10 +619,8 @@ class SLAF(LearnableActivation):
             params.append(ops.cast(self.gate_logit, x.dtype))
         if keras.backend.backend() == "tensorflow":
             return self._raw_tensorflow(x, params)
-        table = self._raw_table(*params)
-        ndim = len(x.shape)
-        return _horner(x, [self.broadcast(table[..., j], ndim)
-                           for j in range(self.degree + 1)])
+        axis = self._axis_from_end if self.granularity == "channel" else None
+        return _polynomial_kernel(axis)(x, self._raw_table(*params))
 
     def _raw_tensorflow(self, x, params):
         """`_raw` as one XLA kernel, with a hand-written gradient.
@@ -478,8 +678,8 @@ class SLAF(LearnableActivation):
             moving = self._moving(x.dtype)
         table = self._folded_table(self._params(x.dtype), moving)
         if keras.backend.backend() == "tensorflow":
-            return _horner_kernel(x, self._stat_broadcast(table, ndim))
-        return _horner(x, self._table_terms(table, ndim))
+            return _horner_kernel(x, self._statistics.broadcast(table, ndim))
+        return _polynomial_kernel(self._stat_axis_from_end)(x, table)
 
     def _params(self, dtype):
         """The coefficients, the bias and (with a gate) the gate logit,
@@ -527,7 +727,7 @@ class SLAF(LearnableActivation):
         docstring), and an empty one changes nothing.
         """
         params = self._params(x.dtype)
-        count = self._count(x)
+        count = self._statistics.count(x)
         if not isinstance(count, (int, np.integer)):
             if keras.backend.backend() == "tensorflow":
                 # The batch size is known only when the graph runs.
@@ -553,147 +753,18 @@ class SLAF(LearnableActivation):
         """Normalised by the batch: `(outputs, mean, variance, r)`."""
         if keras.backend.backend() == "tensorflow":
             return self._training_tensorflow(x, params)
-        r, q, sums = self._power_sums(x)
-        table, mean, variance = self._polynomial_table(sums, r, *params)
-        outputs = _horner(q, self._table_terms(table, len(x.shape)))
-        return outputs, mean, variance, self._channel_scale(r)
+        return _batch_kernel(self._statistics)(x, *params)
 
     def _single_training(self, x):
         """One element per channel, normalised by the moving statistics:
         `(outputs, mean, variance, r)` as from `_batch_training`."""
-        r, _, sums = self._power_sums(x, single=True)
-        mean, second = self._moment_columns(sums)
+        r, _, sums = self._statistics.power_sums(x, single=True)
+        mean, second = self._statistics.moments(sums)
         # Copies: the update that follows writes the variables in place
         # (PyTorch's autodiff would find its saved values changed).
         moving = [ops.copy(m) for m in self._moving(x.dtype)]
         return (self._inference(x, moving), mean, second - ops.square(mean),
-                self._channel_scale(r))
-
-    def _count(self, x):
-        """The number of elements per statistics channel: a Python int
-        where the shape is known, else a scalar tensor."""
-        count = 1
-        for a in self._reduction_axes(len(x.shape)):
-            count = count * ops.shape(x)[a]
-        return count
-
-    def _channel_scale(self, r):
-        """The per-channel scale `r` of `_power_sums`, `(channels, 1)`."""
-        return ops.reshape(r, (self.stat_channels, 1))
-
-    def _moment_columns(self, sums):
-        """`mean(q^i)` and `mean(q^2i)`, `i = 1..degree`, from the power
-        sums, each `(stat_channels, degree)`."""
-        orders = self._sum_orders()
-        degrees = range(1, self.degree + 1)
-        column = {j: sums[:, k:k + 1] for k, j in enumerate(orders)}
-        mean = ops.concatenate([column[i] for i in degrees], axis=-1)
-        second = ops.concatenate([column[2 * i] for i in degrees], axis=-1)
-        return mean, second
-
-    def _sum_orders(self):
-        """The orders j of the power sums S_j the moments use: 1..k and
-        the even ones up to 2k (the odd ones above k are never needed)."""
-        degrees = range(1, self.degree + 1)
-        return sorted(set(degrees) | {2 * i for i in degrees})
-
-    def _power_sums(self, x, single=False):
-        """`r`, `q = x / r` and the power sums `S_j = mean(q^j)` per channel,
-        shape `(stat_channels, len(_sum_orders()))`.
-
-        `r` is a per-channel scale that keeps every power of `q` in
-        [-1, 1] (in [-4^j, 4^j] for inputs beyond 2^126). The normalised
-        powers do not depend on it (epsilon is rescaled to match), so it
-        carries no gradient. The power sums give every moment: mean(q^i) =
-        S_i, var(q^i) = S_2i - S_i^2 (|q| <= 1 keeps the cancellation at
-        float32 round-off of the O(1) sums). No tensor of powers is
-        stacked. Sums over a count, not ops.mean: some backends' mean
-        accumulates float64 in float32.
-
-        Args:
-            x: the input.
-            single: True (or a boolean tensor) where the batch has at most
-                one element per channel; then `r = 1` (and `q = x`), as the
-                output is the inference polynomial in `x`.
-        """
-        ndim = len(x.shape)
-        axes = self._reduction_axes(ndim)
-        one = ops.cast(1.0, x.dtype)
-        if single is True:
-            shape = [1] * ndim
-            shape[ndim + self._stat_axis_from_end] = self.stat_channels
-            r = ops.ones(shape, x.dtype)
-        else:
-            # At most 1 / tiny (2^126 in float32): XLA divides by
-            # multiplying with the reciprocal, and a subnormal reciprocal
-            # is flushed to zero. |q| <= 4 then, whatever x holds.
-            name = keras.backend.standardize_dtype(x.dtype)
-            largest = ops.cast(1.0 / np.finfo(name).tiny, x.dtype)
-            r = ops.stop_gradient(_minimum(_maximum(
-                ops.max(ops.abs(x), axis=axes, keepdims=True), one),
-                largest))
-            if single is not False:
-                r = ops.where(single, one, r)
-        q = x / r
-        count = ops.cast(self._count(x), x.dtype)
-        orders = self._sum_orders()
-        sums = []
-        power = q
-        for j in range(1, orders[-1] + 1):
-            if j > 1:
-                power = power * q
-            if j in orders:
-                sums.append(ops.reshape(
-                    ops.sum(power, axis=axes) / count, (self.stat_channels, 1)
-                ))
-        return r, q, ops.concatenate(sums, axis=-1)
-
-    def _reduction_axes(self, ndim):
-        channel = ndim + self._stat_axis_from_end
-        return [a for a in range(ndim) if a != channel]
-
-    def _polynomial_table(self, sums, r, coefficients, bias, gate_logit=None):
-        """Per channel: the polynomial in `q` and the moments of `x`.
-
-        Args:
-            sums: `(stat_channels, J)` power sums from `_power_sums`.
-            r: the scale from `_power_sums`.
-            coefficients, bias, gate_logit: the layer's parameters.
-
-        Returns:
-            `(table, mean, variance)`: `table[:, i]` is the coefficient of
-            `q^i` (`i = 0..degree`); `mean`, `variance` are the batch
-            moments of the powers of `q = x / r`, `(stat_channels,
-            degree)` (those of `x^i` are `r^i` and `r^2i` times them).
-        """
-        dtype = sums.dtype
-        mean, second = self._moment_columns(sums)
-        # Clamped at 0 against round-off; a NaN (from a non-finite input)
-        # stays NaN, so that the update can tell it apart.
-        spread = second - ops.square(mean)
-        variance = ops.where(spread < 0, ops.zeros_like(spread), spread)
-        exponents = ops.cast(np.arange(1, self.degree + 1), dtype)
-        r_powers = ops.reshape(r, (self.stat_channels, 1)) ** exponents
-        r_squared = ops.square(r_powers)
-        # var(x^i) + eps = r^(2i) * (var(q^i) + eps / r^(2i)); floored at the
-        # smallest normal number so that an underflow cannot divide by zero.
-        name = keras.backend.standardize_dtype(dtype)
-        tiny = ops.cast(np.asarray(np.finfo(name).tiny, name), dtype)
-        denominator = ops.sqrt(_maximum(
-            variance + self.epsilon / r_squared, tiny
-        ))
-        if gate_logit is not None:
-            coefficients = ops.sigmoid(gate_logit) * coefficients
-        scale = coefficients / denominator
-        constant = bias - ops.sum(scale * mean, axis=-1)
-        table = ops.concatenate([constant[:, None], scale], axis=-1)
-        return table, mean, variance
-
-    def _table_terms(self, table, ndim):
-        """The columns of a per-channel table, each broadcast to rank
-        `ndim`."""
-        return [self._stat_broadcast(table[:, i], ndim)
-                for i in range(table.shape[-1])]
+                self._statistics.scale(r))
 
     def _training_tensorflow(self, x, params, single=None):
         """`_batch_training` with a hand-written gradient.
@@ -721,30 +792,31 @@ class SLAF(LearnableActivation):
         import tensorflow as tf
 
         ndim = len(x.shape)
-        axes = self._reduction_axes(ndim)
-        orders = self._sum_orders()
+        stats = self._statistics
+        axes = stats.reduction_axes(ndim)
+        orders = stats.orders()
         # Read the variables outside the custom gradient.
         params = [tf.identity(p) for p in params]
         moving = [tf.identity(m) for m in self._moving(x.dtype)]
 
         def table_of(sums, r, params):
             if single is None:
-                return self._polynomial_table(sums, r, *params)[0]
+                return stats.table(sums, r, *params)[0]
             # The batch table from zeros for a single element, so that its
             # unused branch has finite gradients.
             batch_sums = tf.where(single, tf.zeros_like(sums), sums)
-            batch = self._polynomial_table(batch_sums, r, *params)[0]
+            batch = stats.table(batch_sums, r, *params)[0]
             return tf.where(single, self._folded_table(params, moving),
                             batch)
 
         @tf.custom_gradient
         def normalized(x, *params):
-            r, q, sums = self._power_sums(
+            r, q, sums = stats.power_sums(
                 x, False if single is None else single)
-            _, mean, variance = self._polynomial_table(sums, r, *params)
+            _, mean, variance = stats.table(sums, r, *params)
             table = table_of(sums, r, params)
-            outputs = _horner_kernel(q, self._stat_broadcast(table, ndim))
-            scale = self._channel_scale(r)
+            outputs = _horner_kernel(q, stats.broadcast(table, ndim))
+            scale = stats.scale(r)
 
             def gradient(upstream, *unused):
                 totals, power = [], upstream
@@ -772,8 +844,8 @@ class SLAF(LearnableActivation):
                     moments[j - 1] = d_sums[:, k] * (j / count)
                 moments = tf.stack(moments, axis=-1)
                 d_q = _input_gradient_kernel(
-                    upstream, q, self._stat_broadcast(slope, ndim),
-                    self._stat_broadcast(moments, ndim))
+                    upstream, q, stats.broadcast(slope, ndim),
+                    stats.broadcast(moments, ndim))
                 return (d_q / r, *d_params)
 
             return (outputs, mean, variance, scale), gradient
