@@ -253,7 +253,7 @@ def compiled(fn):
     >>> float(ops.convert_to_numpy(double(ops.ones((3,))))[0])
     2.0
     """
-    if keras.backend.backend() != "torch" or not _torch_compile_on():
+    if not compiles():
         return fn
     import torch
 
@@ -277,6 +277,22 @@ def compiled(fn):
     return call
 
 
+def compiles():
+    """Whether `compiled` compiles here: on PyTorch, unless
+    `KERAS_LEARNACT_TORCH_COMPILE=0` (a function that would branch on
+    tensor values may then take a branch-free form that compiles whole).
+
+    Returns:
+        True or False.
+
+    Examples:
+
+    >>> compiles() == (keras.backend.backend() == "torch")
+    True
+    """
+    return keras.backend.backend() == "torch" and _torch_compile_on()
+
+
 def _recompilations(torch):
     """A context in which PyTorch's compiler may compile a function again
     up to `RECOMPILE_LIMIT` times (its default is 8).
@@ -292,7 +308,7 @@ def _recompilations(torch):
     s shared)."""
     limit = torch._dynamo.config.recompile_limit
     return torch._dynamo.config.patch(
-        recompile_limit=max(limit, RECOMPILE_LIMIT))
+        recompile_limit=max(limit, RECOMPILE_LIMIT), specialize_float=True)
 
 
 def _torch_compile_on():

@@ -8,6 +8,8 @@ import numpy as np
 from keras import ops
 
 from keras_learnact.layers import _initial
+from keras_learnact.layers._fused import compiled
+from keras_learnact.layers._fused import compiles
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers.base import LearnableActivation
 from keras_learnact.layers.base import check_choice
@@ -470,8 +472,9 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     Args:
         upstream: the gradient of the loss for the output, shaped like `t`.
         t: the input tensor.
-        k: a dict from `deu_coefficients` (with its `"live"` entry), each
-            coefficient already broadcasting against `t`.
+        k: a dict from `deu_coefficients`, each coefficient already
+            broadcasting against `t`. Without its `"live"` entry every
+            term is computed.
         exponent_cap: the cap of every exponent.
         limit: the output clip, or None: where `|y| > limit` the output is
             clipped and no gradient passes.
@@ -499,11 +502,17 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     >>> ops.convert_to_numpy(grads["K1P"]).ravel().tolist()  # sum of t
     [3.0]
     """
-    live = k["live"]
+    live = k.get("live")
+    skip = skip and live is not None
     dtype = t.dtype
 
-    def cond_(flag, true_fn, false_fn):
-        return cond(flag, true_fn, false_fn) if skip else true_fn()
+    def cond_(names, true_fn, false_fn):
+        """`true_fn()` where a unit uses one of `names` (all of them
+        when not skipping), else `false_fn()`."""
+        if not skip:
+            return true_fn()
+        return cond(ops.any(ops.stack([live[n] for n in names])), true_fn,
+                    false_fn)
     if limit is not None:
         limit = ops.cast(limit, dtype)
         if output is None:
@@ -527,9 +536,6 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
     def pick(name):
         return k[name + "P"] + step * k[name + "Q"]
 
-    def flag(*names):
-        return ops.any(ops.stack([live[n] for n in names]))
-
     def capped(rate):
         z = rate * t
         g = _capped_exp(z, exponent_cap)
@@ -550,7 +556,7 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
         return (pick("MC"), ops.zeros_like(t), *split(g1), zero, zero, zero)
 
     inner, d_inner, dmcp, dmcq, dmsp, dmsq, dw = cond_(
-        live["w"], oscillating, still)
+        ("w",), oscillating, still)
     grads = {"w": dw, "MCP": dmcp, "MCQ": dmcq, "MSP": dmsp, "MSQ": dmsq}
 
     def ramp():
@@ -558,23 +564,23 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
         return (inner + m1 * t, d_inner + m1, *split(g1 * t))
 
     inner, d_inner, grads["M1P"], grads["M1Q"] = cond_(
-        flag("M1P", "M1Q"), ramp, lambda: (inner, d_inner, zero, zero))
+        ("M1P", "M1Q"), ramp, lambda: (inner, d_inner, zero, zero))
     slope = k["r1"] * e1 * inner + g1 * d_inner
     grads["r1"] = total(u * e1 * t * inner)
 
-    grads["K0P"] = cond_(live["K0P"], lambda: total(u), lambda: zero)
-    grads["K0Q"] = cond_(live["K0Q"], lambda: total(uh), lambda: zero)
+    grads["K0P"] = cond_(("K0P",), lambda: total(u), lambda: zero)
+    grads["K0Q"] = cond_(("K0Q",), lambda: total(uh), lambda: zero)
 
     def linear():
         return (slope + pick("K1"), *split(t))
 
     slope, grads["K1P"], grads["K1Q"] = cond_(
-        flag("K1P", "K1Q"), linear, lambda: (slope, zero, zero))
+        ("K1P", "K1Q"), linear, lambda: (slope, zero, zero))
 
     def quadratic():
         return (slope + 2.0 * k["K2"] * step * t, total(uh * t * t))
 
-    slope, grads["K2"] = cond_(live["K2"], quadratic, lambda: (slope, zero))
+    slope, grads["K2"] = cond_(("K2",), quadratic, lambda: (slope, zero))
 
     def second():
         g2, e2 = capped(k["r2"])
@@ -585,7 +591,7 @@ def deu_gradient(upstream, t, k, exponent_cap=14.0, limit=None,
                 total(u * e2 * t * weight))
 
     slope, grads["G2P"], grads["G2Q"], grads["S"], grads["r2"] = cond_(
-        flag("G2P", "G2Q", "S"), second,
+        ("G2P", "G2Q", "S"), second,
         lambda: (slope, zero, zero, zero, zero))
     return u * slope, grads
 
@@ -730,16 +736,21 @@ def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
     the batch size (see `DEU`). Their value is not evaluated."""
     axes = [i for i, channel in enumerate(channel_axes) if not channel]
     layout = tuple(-1 if channel else 1 for channel in channel_axes)
+    # PyTorch compiles both passes with every term (a branch on the units'
+    # cases would split the compiled graph), fused into one kernel each
+    # way; eagerly, skipping the unused terms saves their passes.
+    branch_free = compiles()
 
     def unpack(packed, first):
         """The coefficients at rows `first...` as `deu_evaluate` takes
         them, lined up with `t`."""
         k = {n: ops.reshape(packed[first + i], layout)
              for i, n in enumerate(COEFFICIENTS)}
-        used = ops.reshape(packed[first + COUNT:first + 2 * COUNT],
-                           (COUNT, -1))
-        k["live"] = {n: ops.max(used[i]) > 0.5
-                     for i, n in enumerate(COEFFICIENTS)}
+        if not branch_free:
+            used = ops.reshape(packed[first + COUNT:first + 2 * COUNT],
+                               (COUNT, -1))
+            k["live"] = {n: ops.max(used[i]) > 0.5
+                         for i, n in enumerate(COEFFICIENTS)}
         return k
 
     def stacked(grads, like):
@@ -770,6 +781,8 @@ def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
                      ops.zeros_like(packed[3 * COUNT:])]
         return dt, ops.concatenate(rows, axis=0)
 
+    if branch_free:
+        return with_gradient(compiled(forward), compiled(backward))
     return with_gradient(forward, backward)
 
 
@@ -932,10 +945,12 @@ class DEU(LearnableActivation):
         params = ops.stack(self._ode_parameters())
         settings = (self.epsilon, self.step_sharpness, self.critical_damping)
         clip = (self.exponent_cap, self.output_clip)
-        if training is False:
+        if training is False and not compiles():
             # Inference: the same mathematics written into the caller's
             # graph, which exporters need (TensorFlow Lite cannot call an
             # out-of-line function); there is no backward pass to share.
+            # (PyTorch runs the compiled kernels below, without the
+            # surrogate.)
             k = deu_coefficients(*(params[i] for i in range(5)), *settings)
             ndim = len(t.shape)
             y = deu_evaluate(t, k, self.exponent_cap,
@@ -943,7 +958,7 @@ class DEU(LearnableActivation):
             limit = ops.cast(self.output_clip, y.dtype)
             return ops.cast(ops.clip(y, -limit, limit), self.compute_dtype)
         channel_axes = self._channel_axes(len(t.shape))
-        surrogate = self.surrogate_gradient
+        surrogate = self.surrogate_gradient and training is not False
         if surrogate:
             # For the neighbouring solutions of the degenerate units (see
             # `_coefficient_kernel`): the mean input of each unit on the
