@@ -287,7 +287,8 @@ def compiles():
 
     Examples:
 
-    >>> compiles() == (keras.backend.backend() == "torch")
+    >>> switched_on = os.environ.get(TORCH_COMPILE_VARIABLE, "1") == "1"
+    >>> compiles() == (keras.backend.backend() == "torch" and switched_on)
     True
     """
     return keras.backend.backend() == "torch" and _torch_compile_on()
