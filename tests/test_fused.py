@@ -53,6 +53,7 @@ def _clear_kernels():
     slaf._batch_kernel.cache_clear()
     slaf._polynomial_kernel.cache_clear()
     deu._evaluation_kernel.cache_clear()
+    deu._evaluate_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("version, granularity", [

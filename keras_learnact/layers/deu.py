@@ -752,8 +752,16 @@ def _layout(channel_axes):
     return tuple(-1 if channel else 1 for channel in channel_axes)
 
 
-@functools.lru_cache(maxsize=None)
 def _evaluation(exponent_cap, output_clip, channel_axes, training):
+    """`_evaluate_kernel` for training or inference: one function for both
+    but on JAX, where they differ (see there)."""
+    jax_training = training and keras.backend.backend() == "jax"
+    return _evaluate_kernel(exponent_cap, output_clip, channel_axes,
+                            jax_training)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluate_kernel(exponent_cap, output_clip, channel_axes, jax_training):
     """`evaluate(t, packed)`: the clipped common form of `t` for the
     coefficients and `used` masks packed as `deu_pack` does (rows
     `0..2 * COUNT`); one function for every layer with these settings and
@@ -769,8 +777,7 @@ def _evaluation(exponent_cap, output_clip, channel_axes, training):
     2.06x -> 2.82x); uncompiled PyTorch skips them."""
     layout = _layout(channel_axes)
     backend = keras.backend.backend()
-    live = backend == "torch" and not compiles() or (
-        backend == "jax" and training)
+    live = jax_training or (backend == "torch" and not compiles())
 
     def evaluate(t, packed):
         y = deu_evaluate(t, _unpack(packed, 0, layout, live), exponent_cap)
