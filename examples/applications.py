@@ -228,6 +228,9 @@ def train(args):
             metrics=["accuracy"],
             run_eagerly=args.run_eagerly,
         )
+        # One trace of the train step on TensorFlow, not two (as in
+        # examples/cifar.py).
+        model.optimizer.build(model.trainable_variables)
     replaced = getattr(model, "replaced_activations", ())
     images = next(iter(val))[0].numpy()
     difference = None

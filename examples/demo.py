@@ -161,6 +161,9 @@ def run(name, data, epochs, seed, output, bar=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    # Built now rather than inside the first trace of the train step,
+    # which TensorFlow would then trace twice (see examples/cifar.py).
+    model.optimizer.build(model.trainable_variables)
     callbacks = [_Progress(bar, name)] if bar is not None else []
     learnable = name != "relu" and output is not None
     if learnable:
