@@ -578,8 +578,8 @@ def train_one(args, activation, seed, strategy, out_dir):
         # Keras on TensorFlow (without a distribution strategy) builds the
         # optimizer inside the first trace of the train step, which
         # tf.function then traces again from the start; built here, the
-        # step is traced once. Time to the first step of ResNet-32 at
-        # batch 128 (2-core CPU): ReLU 9.2 -> 6.8 s, PWLU 48 -> 24 s.
+        # step is traced once (ResNet-32's first step 35-40 % sooner,
+        # docs/benchmarks.md, "First training step").
         model.optimizer.build(model.trainable_variables)
 
     best_path = os.path.join(out_dir, "best.weights.h5")
