@@ -69,6 +69,46 @@ def _case_masks(a, b, c, epsilon):
     }
 
 
+class _Cases:
+    """The case of every unit (`_case_masks`) and values listed per case,
+    each placed where its case holds by `place`."""
+
+    def __init__(self, a, b, c, epsilon):
+        self.masks = _case_masks(a, b, c, epsilon)
+        self.one = ops.ones_like(a)
+        self.entries = []
+
+    def add(self, case, **values):
+        """Lists `name=value` for the units of `case`."""
+        self.entries.extend((case, name, value)
+                            for name, value in values.items())
+
+    def safe(self, case, x, value):
+        """`x` for the units of `case`, the constant `value` elsewhere, so
+        that no other case's formula sees an input it cannot take."""
+        return ops.where(self.masks[case], x, value * self.one)
+
+    def place(self, names):
+        """The listed values summed per name, each taken where its case
+        holds (the cases exclude each other) and zero elsewhere (`where`,
+        not a product: a non-finite value of another case stays out). One
+        `where` and one segment sum over all of them: about a third of
+        the operations of selecting and adding case by case, which
+        TensorFlow traces, optimises and instantiates once per process.
+
+        Returns `(rows, active, ids)`: the sums stacked in the order of
+        `names` on a new first axis, the entries' masks and their rows."""
+        keys = list(self.masks)
+        active = ops.take(ops.stack([self.masks[k] for k in keys]),
+                          [keys.index(e[0]) for e in self.entries], axis=0)
+        values = ops.where(active, ops.stack([e[2] for e in self.entries]),
+                           0.0)
+        ids = ops.convert_to_tensor(
+            [names.index(e[1]) for e in self.entries], "int32")
+        rows = ops.segment_sum(values, ids, num_segments=len(names))
+        return rows, active, ids
+
+
 def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
                      critical_damping="exact"):
     """Per-unit rates and coefficients of the common form of every case.
@@ -105,76 +145,73 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     >>> round(float(k["K0Q"][0]), 3)  # overdamped: the step response -> 1/c
     1.0
     """
-    zero = ops.zeros_like(a)
-    one = ops.ones_like(a)
-    case = _case_masks(a, b, c, epsilon)
-    out = {name: zero for name in COEFFICIENTS}
-    used = {name: ops.zeros_like(a, dtype="bool") for name in COEFFICIENTS}
+    rows, used = _coefficient_rows(a, b, c, c1, c2, epsilon, step_sharpness,
+                                   critical_damping)
+    out = {name: rows[i] for i, name in enumerate(COEFFICIENTS)}
+    out["used"] = {name: used[i] > 0.5 for i, name in enumerate(COEFFICIENTS)}
+    out["live"] = {name: ops.any(u) for name, u in out["used"].items()}
+    return out
 
-    def add(mask, **values):
-        for name, value in values.items():
-            out[name] = out[name] + ops.where(mask, value, zero)
-            used[name] = ops.logical_or(used[name], mask)
 
-    def safe(mask, x, value):
-        return ops.where(mask, x, value * one)
-
+def _coefficient_rows(a, b, c, c1, c2, epsilon, step_sharpness,
+                      critical_damping):
+    """`deu_coefficients` as two tensors, the coefficients and their `used`
+    masks (0 or 1 in the parameters' dtype), each stacked in the order of
+    `COEFFICIENTS` on a new first axis. Each case lists the coefficients
+    it sets, placed by `_Cases.place`."""
+    cases = _Cases(a, b, c, epsilon)
+    add, safe, one = cases.add, cases.safe, cases.one
     # A=0 B=0 C=0: the identity.
-    add(case["identity"], K1P=one)
+    add("identity", K1P=one)
     # A=0 B=0 C=1: c y = H, smoothed: 1 / (c (1 + E(-sigma t))).
-    m = case["step"]
-    add(m, S=1.0 / safe(m, c, 1.0), r2=-step_sharpness * one)
+    add("step", S=1.0 / safe("step", c, 1.0), r2=-step_sharpness * one)
     # A=0 B=1 C=0: b y' = H: H t / b + c1.
-    m = case["b"]
-    add(m, K0P=c1, K1Q=1.0 / safe(m, b, 1.0))
+    add("b", K0P=c1, K1Q=1.0 / safe("b", b, 1.0))
     # A=0 B=1 C=1: b y' + c y = H.
-    m = case["bc"]
-    bs, cs = safe(m, b, 1.0), safe(m, c, 1.0)
-    add(m, r1=-cs / bs, MCP=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs)
+    bs, cs = safe("bc", b, 1.0), safe("bc", c, 1.0)
+    add("bc", r1=-cs / bs, MCP=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs)
     # A=1 B=0 C=0: a y'' = H.
-    m = case["a"]
-    add(m, K0P=c2, K1P=c1, K2=0.5 / safe(m, a, 1.0))
+    add("a", K0P=c2, K1P=c1, K2=0.5 / safe("a", a, 1.0))
     # A=1 B=0 C=1, ac > 0: oscillator with w = sign(a) k, k = sqrt(c/a).
-    m = case["oscillator"]
-    as_, cs = safe(m, a, 1.0), safe(m, c, 1.0)
-    add(m, w=ops.sqrt(cs / as_), MCP=c1, MSP=c2 * ops.sign(as_),
+    as_, cs = safe("oscillator", a, 1.0), safe("oscillator", c, 1.0)
+    add("oscillator", w=ops.sqrt(cs / as_), MCP=c1, MSP=c2 * ops.sign(as_),
         K0Q=1.0 / cs, MCQ=-1.0 / cs)
     # A=1 B=0 C=1, ac < 0: rates +-k, k = sqrt(-c/a); E(l t), l = sign(a) k.
-    m = case["hyperbolic"]
-    as_, cs = safe(m, a, 1.0), safe(m, c, -1.0)
+    as_, cs = safe("hyperbolic", a, 1.0), safe("hyperbolic", c, -1.0)
     k = ops.sqrt(-cs / as_)
     positive = as_ > 0
-    add(m, r1=k, r2=-k,
+    add("hyperbolic", r1=k, r2=-k,
         MCP=ops.where(positive, c2, c1), G2P=ops.where(positive, c1, c2),
         K0Q=1.0 / cs, MCQ=-0.5 / cs, G2Q=-0.5 / cs)
     # A=1 B=1 C=0: a y'' + b y' = H.
-    m = case["ab"]
-    as_, bs = safe(m, a, 1.0), safe(m, b, 1.0)
+    as_, bs = safe("ab", a, 1.0), safe("ab", b, 1.0)
     ratio = as_ / bs
-    add(m, r1=-bs / as_, K0P=c2, MCP=-c1 * ratio,
+    add("ab", r1=-bs / as_, K0P=c2, MCP=-c1 * ratio,
         K1Q=1.0 / bs, K0Q=-ratio / bs, MCQ=ratio / bs)
     # A=B=C=1: the damped oscillator, split by the discriminant.
-    m = case["critical"]
-    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 2.0), safe(m, c, 1.0)
+    as_, bs, cs = (safe("critical", a, 1.0), safe("critical", b, 2.0),
+                   safe("critical", c, 1.0))
     if critical_damping == "reference":
         half_b = 0.5 * ops.abs(bs)
         as_, cs = ops.sign(as_) * half_b, ops.sign(cs) * half_b
     r = -bs / (2.0 * as_)
-    add(m, r1=r, MCP=c2, M1P=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs, M1Q=r / cs)
-    m = case["underdamped"]
-    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 0.0), safe(m, c, 1.0)
+    add("critical", r1=r, MCP=c2, M1P=c1, K0Q=1.0 / cs, MCQ=-1.0 / cs,
+        M1Q=r / cs)
+    as_, bs, cs = (safe("underdamped", a, 1.0), safe("underdamped", b, 0.0),
+                   safe("underdamped", c, 1.0))
     root = ops.sqrt(4.0 * as_ * cs - bs * bs)
-    add(m, r1=-bs / (2.0 * as_), w=root / (2.0 * as_), MCP=c1, MSP=c2,
-        K0Q=1.0 / cs, MCQ=-1.0 / cs, MSQ=-bs / (cs * root))
-    m = case["overdamped"]
-    as_, bs, cs = safe(m, a, 1.0), safe(m, b, 3.0), safe(m, c, 1.0)
+    add("underdamped", r1=-bs / (2.0 * as_), w=root / (2.0 * as_), MCP=c1,
+        MSP=c2, K0Q=1.0 / cs, MCQ=-1.0 / cs, MSQ=-bs / (cs * root))
+    as_, bs, cs = (safe("overdamped", a, 1.0), safe("overdamped", b, 3.0),
+                   safe("overdamped", c, 1.0))
     s = ops.sqrt(bs * bs - 4.0 * as_ * cs)
-    add(m, r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
+    add("overdamped", r1=(s - bs) / (2.0 * as_), r2=-(bs + s) / (2.0 * as_),
         MCP=c2, G2P=c1, K0Q=1.0 / cs, MCQ=-(bs + s) / (2.0 * s * cs),
         G2Q=-(s - bs) / (2.0 * s * cs))
-    out["used"] = used
-    out["live"] = {name: ops.any(u) for name, u in used.items()}
-    return out
+    rows, active, ids = cases.place(COEFFICIENTS)
+    used = ops.segment_sum(ops.cast(active, a.dtype), ids,
+                           num_segments=COUNT)
+    return rows, used
 
 
 def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
@@ -208,41 +245,32 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
     [0.0, -0.25, 0.0, 0.0, 0.0]
     """
     g = upstream
-    zero = ops.zeros_like(a)
-    one = ops.ones_like(a)
-    case = _case_masks(a, b, c, epsilon)
-    grads = {name: zero for name in ("a", "b", "c", "c1", "c2")}
-
-    def add(mask, **values):
-        for name, value in values.items():
-            grads[name] = grads[name] + ops.where(mask, value, zero)
-
-    def safe(mask, x, value):
-        return ops.where(mask, x, value * one)
+    cases = _Cases(a, b, c, epsilon)
+    add, safe = cases.add, cases.safe
 
     # The oscillators' and the step responses' common 1/c terms.
     def inverse_c(cs):
         return -(g["K0Q"] - g["MCQ"]) / (cs * cs)
 
     # c y = H: S = 1/c.
-    m = case["step"]
+    m = "step"
     cs = safe(m, c, 1.0)
     add(m, c=-g["S"] / (cs * cs))
     # b y' = H: K0P = c1, K1Q = 1/b.
-    m = case["b"]
+    m = "b"
     bs = safe(m, b, 1.0)
     add(m, c1=g["K0P"], b=-g["K1Q"] / (bs * bs))
     # b y' + c y = H: r1 = -c/b, MCP = c1, K0Q = 1/c, MCQ = -1/c.
-    m = case["bc"]
+    m = "bc"
     bs, cs = safe(m, b, 1.0), safe(m, c, 1.0)
     add(m, b=g["r1"] * cs / (bs * bs), c=-g["r1"] / bs + inverse_c(cs),
         c1=g["MCP"])
     # a y'' = H: K0P = c2, K1P = c1, K2 = 1/(2a).
-    m = case["a"]
+    m = "a"
     as_ = safe(m, a, 1.0)
     add(m, a=-0.5 * g["K2"] / (as_ * as_), c1=g["K1P"], c2=g["K0P"])
     # Oscillator: w = sqrt(c/a), MCP = c1, MSP = sign(a) c2, 1/c terms.
-    m = case["oscillator"]
+    m = "oscillator"
     as_, cs = safe(m, a, 1.0), safe(m, c, 1.0)
     w = ops.sqrt(cs / as_)
     add(m, a=-g["w"] * w / (2.0 * as_),
@@ -250,7 +278,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c1=g["MCP"], c2=g["MSP"] * ops.sign(as_))
     # Hyperbolic: r1 = k, r2 = -k with k = sqrt(-c/a); MCP and G2P are c1
     # and c2 in an order set by sign(a); K0Q = 1/c, MCQ = G2Q = -1/(2c).
-    m = case["hyperbolic"]
+    m = "hyperbolic"
     as_, cs = safe(m, a, 1.0), safe(m, c, -1.0)
     k = ops.sqrt(-cs / as_)
     dk = g["r1"] - g["r2"]
@@ -262,7 +290,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c2=ops.where(positive, g["MCP"], g["G2P"]))
     # a y'' + b y' = H: r1 = -b/a, K0P = c2, MCP = -c1 a/b, K1Q = 1/b,
     # K0Q = -a/b^2, MCQ = a/b^2.
-    m = case["ab"]
+    m = "ab"
     as_, bs = safe(m, a, 1.0), safe(m, b, 1.0)
     q = g["MCQ"] - g["K0Q"]            # weight of a / b^2
     add(m, a=g["r1"] * bs / (as_ * as_) - g["MCP"] * c1 / bs + q / (bs * bs),
@@ -271,7 +299,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c1=-g["MCP"] * as_ / bs, c2=g["K0P"])
     # Critically damped: r1 = -b/(2a), MCP = c2, M1P = c1, K0Q = 1/c,
     # MCQ = -1/c, M1Q = r1/c.
-    m = case["critical"]
+    m = "critical"
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 2.0), safe(m, c, 1.0)
     if critical_damping == "reference":
         # a and c snapped to sign * |b|/2: r1 = -sign(a) sign(b) is
@@ -290,7 +318,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
             c1=g["M1P"], c2=g["MCP"])
     # Underdamped: root = sqrt(4ac - b^2), r1 = -b/(2a), w = root/(2a),
     # MCP = c1, MSP = c2, K0Q = 1/c, MCQ = -1/c, MSQ = -b/(c root).
-    m = case["underdamped"]
+    m = "underdamped"
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 0.0), safe(m, c, 1.0)
     root = ops.sqrt(4.0 * as_ * cs - bs * bs)
     msq = -bs / (cs * root)
@@ -304,7 +332,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
     # Overdamped: s = sqrt(b^2 - 4ac), r1 = (s - b)/(2a),
     # r2 = -(b + s)/(2a), MCP = c2, G2P = c1, K0Q = 1/c,
     # MCQ = -(b + s)/(2 s c), G2Q = -(s - b)/(2 s c).
-    m = case["overdamped"]
+    m = "overdamped"
     as_, bs, cs = safe(m, a, 1.0), safe(m, b, 3.0), safe(m, c, 1.0)
     s = ops.sqrt(bs * bs - 4.0 * as_ * cs)
     mcq = -(bs + s) / (2.0 * s * cs)
@@ -319,7 +347,8 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         c=-(g["K0Q"] / cs + g["MCQ"] * mcq + g["G2Q"] * g2q) / cs
         - d_s * 2.0 * as_ / s,
         c1=g["G2P"], c2=g["MCP"])
-    return tuple(grads[n] for n in ("a", "b", "c", "c1", "c2"))
+    grads = cases.place(("a", "b", "c", "c1", "c2"))[0]
+    return tuple(grads[i] for i in range(5))
 
 
 def _phase(w, t):
@@ -625,22 +654,18 @@ def deu_pack(k):
 COUNT = len(COEFFICIENTS)
 
 
-def _neighbour_fits(coefficients, params, near, t0, exponent_cap, limit):
-    """`c1, c2` of the neighbouring solutions (coefficients `near`), fitted
-    so that value and slope match the units' own at `t0`.
+def _neighbour_fits(k, t0, exponent_cap, limit):
+    """`c1, c2` of the neighbouring solutions, fitted so that value and
+    slope match the units' own at `t0`.
 
-    The units' own solutions and the neighbours' with `(c1, c2)` set to
-    `(0, 0)`, `(1, 0)` and `(0, 1)` are evaluated in one call, as four
-    rows."""
-    zero, one = ops.zeros_like(near[0]), ops.ones_like(near[0])
-    rows = [ops.stack([params[i], near[i], near[i], near[i]])
-            for i in range(3)]
-    rows.append(ops.stack([params[3], zero, one, zero]))
-    rows.append(ops.stack([params[4], zero, zero, one]))
-    values, slopes = deu_value_and_slope(
-        t0, coefficients(*rows), exponent_cap)
+    `k` holds the coefficients of four rows (a first axis of 4): the
+    units' own and the neighbours' with `(c1, c2)` set to `(0, 0)`,
+    `(1, 0)` and `(0, 1)`. Returns the fitted `(c1, c2)` stacked on a new
+    first axis."""
+    values, slopes = deu_value_and_slope(t0, k, exponent_cap)
     (value, v0, v1, v2), (slope, s0, s1, s2) = (
         [v[i] for i in range(4)] for v in (values, slopes))
+    zero, one = ops.zeros_like(value), ops.ones_like(value)
     det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
     solvable = ops.logical_and(ops.abs(det) > 1e-12, ops.isfinite(det))
     det = ops.where(solvable, det, one)
@@ -673,49 +698,67 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
     `_evaluation_kernel`) is passed on to the small coefficients only
     (the refitted `c1, c2` and `t0` get none)."""
     def coefficients(*params):
-        return deu_coefficients(*params, epsilon, step_sharpness,
-                                critical_damping)
+        return _coefficient_rows(*params, epsilon, step_sharpness,
+                                 critical_damping)
 
     def small(params):
         return ops.abs(params[:3]) < epsilon
 
-    def neighbours(params):
+    def forward(params):
+        if not surrogate:
+            return ops.concatenate(
+                coefficients(*(params[i] for i in range(5))), axis=0)
+        # One evaluation of the coefficients, on four rows: the units' own
+        # and the neighbours' (the small ones of a, b, c moved to
+        # +-epsilon) with (c1, c2) = (0, 0), (1, 0), (0, 1). The
+        # coefficients are linear in c1 and c2 for given a, b, c (and
+        # which are used does not depend on them), so those of the
+        # neighbours with the fitted c1, c2 follow from the last three.
         abc = params[:3]
         ones = ops.ones_like(abc)
         moved = ops.where(small(params),
                           epsilon * ops.where(abc < 0, -ones, ones), abc)
-        fits = _neighbour_fits(coefficients, params[:5], moved, params[5],
-                               exponent_cap, output_clip)
-        return ops.concatenate([moved, fits], axis=0)
-
-    def forward(params):
-        packed = list(deu_pack(coefficients(*(params[i] for i in range(5)))))
-        if surrogate:
-            near = neighbours(params)
-            packed += deu_pack(coefficients(*(near[i] for i in range(5))))
-            packed.append(ops.cast(ops.any(small(params), axis=0),
-                                   params.dtype)[None])
-            # The neighbours' parameters last, for the backward pass.
-            packed.append(near)
+        zero, one = ops.zeros_like(params[0]), ops.ones_like(params[0])
+        rows = [ops.stack([params[i], moved[i], moved[i], moved[i]])
+                for i in range(3)]
+        rows.append(ops.stack([params[3], zero, one, zero]))
+        rows.append(ops.stack([params[4], zero, zero, one]))
+        values, used = coefficients(*rows)
+        fits = _neighbour_fits(
+            {n: values[i] for i, n in enumerate(COEFFICIENTS)}, params[5],
+            exponent_cap, output_clip)
+        base = values[:, 1]
+        near = (base + fits[0] * (values[:, 2] - base)
+                + fits[1] * (values[:, 3] - base))
+        packed = [values[:, 0], used[:, 0], near, used[:, 1],
+                  ops.cast(ops.any(small(params), axis=0),
+                           params.dtype)[None],
+                  # The neighbours' parameters last, for the backward pass.
+                  moved, fits]
         return ops.concatenate(packed, axis=0)
 
-    def gradient_at(upstream, params):
-        # The masks' upstream is ignored: they are piecewise constant.
-        grads = {n: upstream[i] for i, n in enumerate(COEFFICIENTS)}
-        return ops.stack(deu_coefficient_gradient(
-            grads, *(params[i] for i in range(5)), epsilon,
-            critical_damping))
-
     def backward(upstream, packed, params):
-        grads = gradient_at(upstream, params)
+        # The masks' upstream is ignored: they are piecewise constant.
+        # With `surrogate`, the units' own coefficients and the
+        # neighbours' (their upstream from row `2 * COUNT`, their
+        # parameters from row `4 * COUNT + 1`) are differentiated
+        # together, as two columns.
+        solutions = [params[:5]]
+        firsts = [0]
+        if surrogate:
+            solutions.append(packed[4 * COUNT + 1:])
+            firsts.append(2 * COUNT)
+        both = ops.stack(solutions, axis=1)
+        grads = {n: ops.stack([upstream[first + i] for first in firsts])
+                 for i, n in enumerate(COEFFICIENTS)}
+        grads = ops.stack(deu_coefficient_gradient(
+            grads, *(both[i] for i in range(5)), epsilon, critical_damping))
         if not surrogate:
-            return (grads,)
-        near_grads = gradient_at(upstream[2 * COUNT:],
-                                 packed[4 * COUNT + 1:])
-        own = ops.where(small(params), near_grads[:3],
-                        ops.zeros_like(near_grads[:3]))
+            return (grads[:, 0],)
+        near = ops.where(small(params), grads[:3, 1],
+                         ops.zeros_like(grads[:3, 1]))
         return (ops.concatenate(
-            [grads[:3] + own, grads[3:], ops.zeros_like(params[5:])],
+            [grads[:3, 0] + near, grads[3:, 0], ops.zeros_like(params[5:])],
             axis=0),)
 
     rows = 4 * COUNT + 6 if surrogate else 2 * COUNT
@@ -995,8 +1038,8 @@ class DEU(LearnableActivation):
             # (exporters need it: TensorFlow Lite cannot call the
             # out-of-line functions of `shared`), then the evaluation
             # kernel; there is no backward pass to share.
-            k = deu_coefficients(*(params[i] for i in range(5)), *settings)
-            packed = ops.concatenate(deu_pack(k), axis=0)
+            packed = ops.concatenate(_coefficient_rows(
+                *(params[i] for i in range(5)), *settings), axis=0)
             y = _evaluation(*clip, channel_axes, False)(t, packed)
             return ops.cast(y, self.compute_dtype)
         surrogate = self.surrogate_gradient
