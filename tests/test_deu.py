@@ -349,6 +349,49 @@ def test_gradients_match_finite_differences(granularity):
     grad_check(layer, x, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, axis", [
+    ((3, 5, 4), -1), ((2, 4, 3, 5), 1), ((2, 3, 4, 5), 2), ((6, 4), 1),
+])
+def test_every_channel_axis_and_rank_matches_numpy_per_unit(shape, axis):
+    # Every input is evaluated as one view (batch, positions, channels[,
+    # positions after]); each unit's outputs must still be its own ODE's
+    # solution at its own inputs, wherever the channel axis is, and the
+    # gradients must match finite differences there too (without the
+    # surrogate: the first units have b = 0).
+    params = NONDEGENERATE[:shape[axis]]
+    layer = DEU(dtype="float64", axis=axis, output_clip=1000.0,
+                surrogate_gradient=False)
+    layer.build((None, *shape[1:]))
+    for i, name in enumerate(("a", "b", "c", "c1", "c2")):
+        getattr(layer, name).assign(params[:, i])
+    x = np.random.default_rng(3).uniform(-1.5, 1.5, shape)
+    y = ops.convert_to_numpy(layer(x))
+    for unit, row in enumerate(params):
+        np.testing.assert_allclose(
+            np.take(y, unit, axis=axis),
+            np_deu(np.take(x, unit, axis=axis), *row), rtol=1e-6,
+            atol=1e-7, err_msg=f"unit {unit}")
+    grad_check(layer, x, rtol=1e-5, atol=1e-6, training=True)
+
+
+def test_inputs_of_unknown_sizes_train_and_predict():
+    # The view's sizes come from the input at run time where the model
+    # leaves them unknown (images of any size, a channel axis first).
+    inputs = keras.Input((3, None, None))
+    outputs = DEU(axis=1)(keras.layers.Conv2D(
+        3, 1, data_format="channels_first")(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(0)
+    for size in ((6, 6), (5, 7)):
+        x = rng.normal(size=(8, 3, *size)).astype("float32")
+        history = model.fit(x, np.tanh(x), epochs=2, verbose=0)
+        assert np.all(np.isfinite(history.history["loss"]))
+        np.testing.assert_allclose(model.predict(x, verbose=0),
+                                   ops.convert_to_numpy(model(x)),
+                                   rtol=1e-5, atol=1e-6)
+
+
 ONE_PER_CASE = {  # (a, b, c) inside each case
     "identity": (0.0, 0.0, 0.0), "step": (0.0, 0.0, 0.7),
     "b": (0.0, 0.5, 0.0), "bc": (0.0, 0.8, 0.6), "a": (0.5, 0.0, 0.0),

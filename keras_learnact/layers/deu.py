@@ -790,26 +790,47 @@ def _unpack(packed, first, layout, live):
     return k
 
 
-def _layout(channel_axes):
-    """The shape a per-unit row takes to line up with the input."""
-    return tuple(-1 if channel else 1 for channel in channel_axes)
+def _canonical_shape(dims, channel):
+    """The shape of the view in which DEU evaluates an input of shape
+    `dims` (its sizes, ints or, where unknown, scalar tensors):
+    `(batch, positions before the channel axis, channels)`, and where the
+    channel axis is not the last, the positions after it as a fourth axis.
+    `channel` is the channel axis, or None for one unit per layer. Every
+    channels-last input then takes the same kernels and backward pass,
+    each traced once per process whatever the input's rank (a CIFAR
+    network of convolutions and dense layers traced both twice). A
+    trailing axis of size 1 is not added: TensorFlow's kernels took 15 %
+    longer on a 256x32x32x64 input viewed as 256x1024x64x1.
+    """
+    def product(sizes):
+        return functools.reduce(lambda x, y: x * y, sizes, 1)
+
+    if channel is None:
+        return (dims[0], product(dims[1:]), 1)
+    after = product(dims[channel + 1:])
+    shape = (dims[0], product(dims[1:channel]), dims[channel])
+    return shape if isinstance(after, int) and after == 1 else (*shape, after)
 
 
-def _evaluation(exponent_cap, output_clip, channel_axes, training):
+def _layout(rank):
+    """How a per-unit row lines up with the view of `_canonical_shape`,
+    and the axes that a per-unit gradient sums over."""
+    return (1, 1, -1, 1)[:rank], [0, 1, 3][:rank - 1]
+
+
+def _evaluation(exponent_cap, output_clip, rank, training):
     """`_evaluate_kernel` for training or inference: one function for both
     but on JAX, where they differ (see there)."""
     jax_training = training and keras.backend.backend() == "jax"
-    return _evaluate_kernel(exponent_cap, output_clip, channel_axes,
-                            jax_training)
+    return _evaluate_kernel(exponent_cap, output_clip, rank, jax_training)
 
 
 @functools.lru_cache(maxsize=None)
-def _evaluate_kernel(exponent_cap, output_clip, channel_axes, jax_training):
-    """`evaluate(t, packed)`: the clipped common form of `t` for the
-    coefficients and `used` masks packed as `deu_pack` does (rows
-    `0..2 * COUNT`); one function for every layer with these settings and
-    input rank (`channel_axes`: a bool per axis of the input, true on the
-    channel axis), whatever its size.
+def _evaluate_kernel(exponent_cap, output_clip, rank, jax_training):
+    """`evaluate(t, packed)`: the clipped common form of `t` (the view of
+    `_canonical_shape`, of rank `rank`) for the coefficients and `used` masks
+    packed as `deu_pack` does (rows `0..2 * COUNT`); one function for
+    every layer with these settings, whatever its input.
 
     On TensorFlow it is one XLA kernel that computes every term (about
     0.15 s to compile per input shape; on a 128x32x32x32 input 18 ms
@@ -818,7 +839,7 @@ def _evaluate_kernel(exponent_cap, output_clip, channel_axes, jax_training):
     term in inference (the benchmark CNN's predict 2.51x -> 2.16x ReLU's)
     and skips the unused ones in training (every term there: train step
     2.06x -> 2.82x); uncompiled PyTorch skips them."""
-    layout = _layout(channel_axes)
+    layout, _ = _layout(rank)
     backend = keras.backend.backend()
     live = jax_training or (backend == "torch" and not compiles())
 
@@ -833,7 +854,7 @@ def _evaluate_kernel(exponent_cap, output_clip, channel_axes, jax_training):
 
 
 @functools.lru_cache(maxsize=None)
-def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
+def _evaluation_kernel(exponent_cap, output_clip, rank, surrogate):
     """`_evaluation` with the closed-form backward pass of `deu_gradient`,
     for the coefficients that `_coefficient_kernel` packs.
 
@@ -841,8 +862,7 @@ def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
     neighbouring solutions' coefficients: theirs on the head of the batch
     (`SURROGATE_EXAMPLES` examples) for the degenerate units, scaled up to
     the batch size (see `DEU`). Their value is not evaluated."""
-    axes = [i for i, channel in enumerate(channel_axes) if not channel]
-    layout = _layout(channel_axes)
+    layout, axes = _layout(rank)
     skip = _skips_terms()
 
     def stacked(grads, like):
@@ -869,7 +889,7 @@ def _evaluation_kernel(exponent_cap, output_clip, channel_axes, surrogate):
         return dt, ops.concatenate(rows, axis=0)
 
     return with_gradient(
-        _evaluation(exponent_cap, output_clip, channel_axes, True),
+        _evaluation(exponent_cap, output_clip, rank, True),
         compiled(backward))
 
 
@@ -1020,19 +1040,22 @@ class DEU(LearnableActivation):
         return [ops.cast(w, dtype) for w in
                 (self.a, self.b, self.c, self.c1, self.c2)]
 
-    def _channel_axes(self, ndim):
-        """A bool per axis of the input: whether it is the channel axis."""
-        channel = ndim + self._axis_from_end if (
-            self.granularity == "channel") else None
-        return tuple(axis == channel for axis in range(ndim))
-
     def call(self, inputs, training=None):
+        dims = ops.shape(inputs)
+        channel = len(dims) + self._axis_from_end if (
+            self.granularity == "channel") else None
         # Integer inputs are computed in the float dtype, as in Dense.
-        t = ops.cast(inputs, self._dtype())
+        t = ops.reshape(ops.cast(inputs, self._dtype()),
+                        _canonical_shape(dims, channel))
+        y = self._evaluate(t, training)
+        return ops.reshape(ops.cast(y, self.compute_dtype), dims)
+
+    def _evaluate(self, t, training):
+        """The output for the view `t` of the input (`_canonical_shape`)."""
         params = ops.stack(self._ode_parameters())
         settings = (self.epsilon, self.step_sharpness, self.critical_damping)
         clip = (self.exponent_cap, self.output_clip)
-        channel_axes = self._channel_axes(len(t.shape))
+        rank = len(t.shape)
         if training is False:
             # Inference: the coefficients written into the caller's graph
             # (exporters need it: TensorFlow Lite cannot call the
@@ -1040,21 +1063,18 @@ class DEU(LearnableActivation):
             # kernel; there is no backward pass to share.
             packed = ops.concatenate(_coefficient_rows(
                 *(params[i] for i in range(5)), *settings), axis=0)
-            y = _evaluation(*clip, channel_axes, False)(t, packed)
-            return ops.cast(y, self.compute_dtype)
+            return _evaluation(*clip, rank, False)(t, packed)
         surrogate = self.surrogate_gradient
         if surrogate:
             # For the neighbouring solutions of the degenerate units (see
             # `_coefficient_kernel`): the mean input of each unit on the
             # head of the batch, where their gradient is estimated.
-            axes = [i for i, c in enumerate(channel_axes) if not c]
             t0 = ops.mean(ops.stop_gradient(t[:SURROGATE_EXAMPLES]),
-                          axis=axes)
+                          axis=_layout(rank)[1])
             params = ops.concatenate(
                 [params, ops.reshape(t0, (1, *params.shape[1:]))], axis=0)
         packed = _coefficient_kernel(*settings, *clip, surrogate)(params)
-        y = _evaluation_kernel(*clip, channel_axes, surrogate)(t, packed)
-        return ops.cast(y, self.compute_dtype)
+        return _evaluation_kernel(*clip, rank, surrogate)(t, packed)
 
     def get_config(self):
         config = super().get_config()
