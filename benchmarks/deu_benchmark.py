@@ -52,8 +52,8 @@ class NaiveDEU(DEU):
     def call(self, inputs, training=None):
         t = ops.cast(inputs, self._dtype())
         ndim = len(t.shape)
-        a, b, c, c1, c2 = (self.broadcast(p, ndim)
-                           for p in self._ode_parameters())
+        params = ops.cast(self.ode_parameters, self._dtype())
+        a, b, c, c1, c2 = (self.broadcast(params[i], ndim) for i in range(5))
         eps, cap = self.epsilon, self.exponent_cap
         one = ops.ones_like(a)
         step = ops.cast(t > 0, t.dtype)

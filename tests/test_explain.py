@@ -31,6 +31,11 @@ def numpy_fit(row, x):
 
 
 def set_weights(layer, **values):
+    if isinstance(layer, kla.layers.DEU):  # a, b, c, c1, c2: one weight
+        layer.ode_parameters.assign(np.stack([
+            np.broadcast_to(np.float32(values[name]), layer.a.shape)
+            for name in layer.parameter_values()]))
+        return
     for weight in layer.weights:
         if weight.name in values:
             weight.assign(np.broadcast_to(

@@ -176,11 +176,10 @@ if BACKEND == "torch":
             layer.heights.assign(np.random.default_rng(5).normal(
                 size=layer.heights.shape).astype("float32"))
         if isinstance(layer, kla.layers.DEU) and layer.channels == 3:
-            units = {"a": [0.0, 0.5, 0.3], "b": [0.5, 0.0, 1.5],
-                     "c": [0.0, 2.0, 0.4], "c1": [0.1, 0.2, -0.1],
-                     "c2": [0.3, 0.0, 0.2]}
-            for name, values in units.items():
-                getattr(layer, name).assign(np.float32(values))
+            # Rows a, b, c, c1, c2; one unit per column.
+            layer.ode_parameters.assign(np.float32([
+                [0.0, 0.5, 0.3], [0.5, 0.0, 1.5], [0.0, 2.0, 0.4],
+                [0.1, 0.2, -0.1], [0.3, 0.0, 0.2]]))
         # In one piece: a graph break (PWLU's index once had one per call)
         # splits the kernel and recompiles its pieces.
         from torch._dynamo.utils import counters

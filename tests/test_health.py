@@ -123,11 +123,11 @@ def test_deu_outputs_pinned_at_the_clip(tmp_path):
         def on_train_begin(self, logs=None):
             # b y' = H with b = 0.02: y = t / 0.02, past the clip of 10
             # from t = 0.2 on, for channel 0 only.
-            for name, value in (("a", 0.0), ("b", 0.02), ("c", 0.0)):
-                weight = next(w for w in deu.weights if w.name == name)
-                values = keras.ops.convert_to_numpy(weight.value).copy()
-                values[0] = value
-                weight.assign(values)
+            # (Rows a, b, c of the weight; one column per channel.)
+            values = keras.ops.convert_to_numpy(
+                deu.ode_parameters.value).copy()
+            values[:3, 0] = (0.0, 0.02, 0.0)
+            deu.ode_parameters.assign(values)
 
     callback, messages, _ = record(tmp_path, deu, model_input,
                                    before=Steep())

@@ -38,6 +38,9 @@ SELECTED = ("K0", "K1", "M1", "MC", "MS", "G2")
 # wrong past about 1e8 (-4902 for cos(1e10), NaN for cos(1e20)). Past the
 # limit the oscillation holds its value and passes no gradient.
 PHASE_LIMIT = 65536.0
+# The parameters of each unit's ODE, in the order of the rows of the
+# layer's weight `ode_parameters`.
+PARAMETERS = ("a", "b", "c", "c1", "c2")
 COEFFICIENTS = (
     "r1", "r2", "w", "K2", "S", *(n + "P" for n in SELECTED),
     *(n + "Q" for n in SELECTED),
@@ -907,7 +910,8 @@ class DEU(LearnableActivation):
 
     where `phi1, phi2` span the homogeneous solutions, `yp` is the step
     response with `yp(0) = yp'(0) = 0`, and `a, b, c, c1, c2` are learned
-    (weights `a`, `b`, `c` initialised `U(0, 1)`, `c1`, `c2` zeros). With
+    (the rows of the weight `ode_parameters`, `a`, `b`, `c` initialised
+    `U(0, 1)`, `c1`, `c2` zeros; `layer.a` and so on read them). With
     `E(z) = exp(min(z, exponent_cap))` and `A = |a| >= eps`,
     `B = |b| >= eps`, `C = |c| >= eps`, `D = b^2 - 4ac`, each unit is in one
     of eleven cases chosen from its current parameters:
@@ -986,8 +990,13 @@ class DEU(LearnableActivation):
     ...     kla.layers.DEU(),
     ...     keras.layers.Dense(2),
     ... ])
-    >>> print(", ".join(w.name for w in model.layers[1].weights))
-    a, b, c, c1, c2
+    >>> layer = model.layers[1]
+    >>> [w.name for w in layer.weights], tuple(layer.ode_parameters.shape)
+    (['ode_parameters'], (5, 4))
+    >>> list(layer.parameter_values())
+    ['a', 'b', 'c', 'c1', 'c2']
+    >>> tuple(layer.a.shape)  # a view of row 0
+    (4,)
 
     Reference:
         Torkamani, Shankar, Rooshenas, Wallis, "Differential Equation
@@ -1021,24 +1030,85 @@ class DEU(LearnableActivation):
 
     def build(self, input_shape):
         super().build(input_shape)
-        for name in ("a", "b", "c"):
-            # One initializer each: a seeded instance repeats its values,
-            # and a = b = c would make every unit underdamped (D = -3a^2).
-            setattr(self, name, self.add_weight(
-                name=name, shape=self.param_shape(),
-                initializer=keras.initializers.RandomUniform(0.0, 1.0)))
-        for name in ("c1", "c2"):
-            setattr(self, name, self.add_weight(
-                name=name, shape=self.param_shape(), initializer="zeros"))
+        unit = self.param_shape()
+
+        def initial(shape, dtype=None):
+            # One draw each for a, b, c (a = b = c would make every unit
+            # underdamped, D = -3a^2), in the order of the five weights
+            # this layer had before they were one; c1, c2 zeros.
+            draws = [keras.initializers.RandomUniform(0.0, 1.0)(unit, dtype)
+                     for _ in range(3)]
+            return ops.stack([*draws, *[ops.zeros(unit, dtype)] * 2])
+
+        # One weight for the five parameters: an optimizer's work per
+        # training step and per trace grows with the number of variables
+        # (Keras's Adam on TensorFlow traced 44 variables in 2.1 s, 20 in
+        # 0.9 s before a first step), and DEU's kernels take them stacked.
+        self.ode_parameters = self.add_weight(
+            name="ode_parameters", shape=(len(PARAMETERS), *unit),
+            initializer=initial)
+
+    @property
+    def a(self):
+        """Row `a` of `ode_parameters` (a tensor: assign to the weight)."""
+        return self.ode_parameters[0]
+
+    @property
+    def b(self):
+        """Row `b` of `ode_parameters`."""
+        return self.ode_parameters[1]
+
+    @property
+    def c(self):
+        """Row `c` of `ode_parameters`."""
+        return self.ode_parameters[2]
+
+    @property
+    def c1(self):
+        """Row `c1` of `ode_parameters`."""
+        return self.ode_parameters[3]
+
+    @property
+    def c2(self):
+        """Row `c2` of `ode_parameters`."""
+        return self.ode_parameters[4]
+
+    def parameter_values(self):
+        """The five parameters as NumPy arrays.
+
+        Returns:
+            A dict from `"a"`, `"b"`, `"c"`, `"c1"`, `"c2"` to arrays of
+            one value per unit (the rows of `ode_parameters`), as
+            snapshots, `explain` and `health` read them.
+
+        Examples:
+
+        >>> import keras_learnact as kla
+        >>> layer = kla.layers.DEU(granularity="layer")
+        >>> layer.build((None, 3))
+        >>> float(layer.parameter_values()["c1"])
+        0.0
+        """
+        values = ops.convert_to_numpy(self.ode_parameters.value)
+        return {name: np.asarray(values[i])
+                for i, name in enumerate(PARAMETERS)}
+
+    def load_own_variables(self, store):
+        """Loads the layer's weight, also from files saved when the five
+        parameters were five weights (`a, b, c, c1, c2`, in this order).
+
+        Args:
+            store: the saved variables, by position (`"0"`, `"1"`, ...).
+        """
+        if len(store.keys()) == len(PARAMETERS):
+            self.ode_parameters.assign(np.stack(
+                [np.asarray(store[str(i)]) for i in range(len(PARAMETERS))]))
+            return
+        super().load_own_variables(store)
 
     def _dtype(self):
         dtype = keras.backend.standardize_dtype(self.compute_dtype)
         return "float64" if dtype == "float64" else "float32"
-
-    def _ode_parameters(self):
-        dtype = self._dtype()
-        return [ops.cast(w, dtype) for w in
-                (self.a, self.b, self.c, self.c1, self.c2)]
 
     def call(self, inputs, training=None):
         dims = ops.shape(inputs)
@@ -1052,7 +1122,7 @@ class DEU(LearnableActivation):
 
     def _evaluate(self, t, training):
         """The output for the view `t` of the input (`_canonical_shape`)."""
-        params = ops.stack(self._ode_parameters())
+        params = ops.cast(self.ode_parameters, self._dtype())
         settings = (self.epsilon, self.step_sharpness, self.critical_damping)
         clip = (self.exponent_cap, self.output_clip)
         rank = len(t.shape)
@@ -1128,9 +1198,8 @@ class DEU(LearnableActivation):
                 if len(self._fitted) >= 64:
                     self._fitted.clear()
                 self._fitted[key] = found
-        for name, value in zip(("a", "b", "c", "c1", "c2"), found,
-                               strict=True):
-            self._assign(getattr(self, name), value)
+        shape = (len(PARAMETERS),) + (1,) * (len(self.ode_parameters.shape) - 1)
+        self._assign(self.ode_parameters, np.reshape(found, shape))
 
     def _fit_search(self, target, x, weights):
         """The search of `_fit_parameters`; returns `(a, b, c, c1, c2)`."""
