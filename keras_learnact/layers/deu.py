@@ -150,8 +150,9 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     """
     rows, used = _coefficient_rows(a, b, c, c1, c2, epsilon, step_sharpness,
                                    critical_damping)
-    out = {name: rows[i] for i, name in enumerate(COEFFICIENTS)}
-    out["used"] = {name: used[i] > 0.5 for i, name in enumerate(COEFFICIENTS)}
+    out = dict(zip(COEFFICIENTS, ops.unstack(rows, COUNT), strict=True))
+    out["used"] = dict(zip(COEFFICIENTS, ops.unstack(used > 0.5, COUNT),
+                           strict=True))
     out["live"] = {name: ops.any(u) for name, u in out["used"].items()}
     return out
 
@@ -351,7 +352,7 @@ def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
         - d_s * 2.0 * as_ / s,
         c1=g["G2P"], c2=g["MCP"])
     grads = cases.place(("a", "b", "c", "c1", "c2"))[0]
-    return tuple(grads[i] for i in range(5))
+    return tuple(ops.unstack(grads, 5))
 
 
 def _phase(w, t):
@@ -667,7 +668,7 @@ def _neighbour_fits(k, t0, exponent_cap, limit):
     first axis."""
     values, slopes = deu_value_and_slope(t0, k, exponent_cap)
     (value, v0, v1, v2), (slope, s0, s1, s2) = (
-        [v[i] for i in range(4)] for v in (values, slopes))
+        ops.unstack(v, 4) for v in (values, slopes))
     zero, one = ops.zeros_like(value), ops.ones_like(value)
     det = (v1 - v0) * (s2 - s0) - (v2 - v0) * (s1 - s0)
     solvable = ops.logical_and(ops.abs(det) > 1e-12, ops.isfinite(det))
@@ -709,8 +710,8 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
 
     def forward(params):
         if not surrogate:
-            return ops.concatenate(
-                coefficients(*(params[i] for i in range(5))), axis=0)
+            return ops.concatenate(coefficients(*ops.unstack(params, 5)),
+                                   axis=0)
         # One evaluation of the coefficients, on four rows: the units' own
         # and the neighbours' (the small ones of a, b, c moved to
         # +-epsilon) with (c1, c2) = (0, 0), (1, 0), (0, 1). The
@@ -721,15 +722,20 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
         ones = ops.ones_like(abc)
         moved = ops.where(small(params),
                           epsilon * ops.where(abc < 0, -ones, ones), abc)
-        zero, one = ops.zeros_like(params[0]), ops.ones_like(params[0])
-        rows = [ops.stack([params[i], moved[i], moved[i], moved[i]])
-                for i in range(3)]
-        rows.append(ops.stack([params[3], zero, one, zero]))
-        rows.append(ops.stack([params[4], zero, zero, one]))
-        values, used = coefficients(*rows)
+        # Five (parameter) by four (solution) rows, one value per unit.
+        unit_c = ops.reshape(
+            ops.convert_to_tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+                                  params.dtype),
+            (2, 3) + (1,) * (len(params.shape) - 1))
+        rows = ops.concatenate([
+            params[:5, None],
+            ops.concatenate([ops.repeat(moved[:, None], 3, axis=1),
+                             unit_c * ops.ones_like(params[3:5, None])],
+                            axis=0)], axis=1)
+        values, used = coefficients(*ops.unstack(rows, 5))
         fits = _neighbour_fits(
-            {n: values[i] for i, n in enumerate(COEFFICIENTS)}, params[5],
-            exponent_cap, output_clip)
+            dict(zip(COEFFICIENTS, ops.unstack(values, COUNT), strict=True)),
+            params[5], exponent_cap, output_clip)
         base = values[:, 1]
         near = (base + fits[0] * (values[:, 2] - base)
                 + fits[1] * (values[:, 3] - base))
@@ -752,10 +758,12 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
             solutions.append(packed[4 * COUNT + 1:])
             firsts.append(2 * COUNT)
         both = ops.stack(solutions, axis=1)
-        grads = {n: ops.stack([upstream[first + i] for first in firsts])
-                 for i, n in enumerate(COEFFICIENTS)}
+        grads = ops.stack([upstream[first:first + COUNT] for first in firsts],
+                          axis=1)
+        grads = dict(zip(COEFFICIENTS, ops.unstack(grads, COUNT),
+                         strict=True))
         grads = ops.stack(deu_coefficient_gradient(
-            grads, *(both[i] for i in range(5)), epsilon, critical_damping))
+            grads, *ops.unstack(both, 5), epsilon, critical_damping))
         if not surrogate:
             return (grads[:, 0],)
         near = ops.where(small(params), grads[:3, 1],
@@ -783,13 +791,13 @@ def _unpack(packed, first, layout, live):
     `_coefficient_kernel`) as `deu_evaluate` takes them, reshaped to
     `layout`; with `live`, the flags of the terms some unit uses (from the
     `used` rows that follow them)."""
-    k = {n: ops.reshape(packed[first + i], layout)
-         for i, n in enumerate(COEFFICIENTS)}
+    rows = ops.reshape(packed[first:first + COUNT], (COUNT, *layout))
+    k = dict(zip(COEFFICIENTS, ops.unstack(rows, COUNT), strict=True))
     if live:
         used = ops.reshape(packed[first + COUNT:first + 2 * COUNT],
                            (COUNT, -1))
-        k["live"] = {n: ops.max(used[i]) > 0.5
-                     for i, n in enumerate(COEFFICIENTS)}
+        k["live"] = dict(zip(COEFFICIENTS, ops.unstack(
+            ops.max(used, axis=1) > 0.5, COUNT), strict=True))
     return k
 
 
@@ -1132,7 +1140,7 @@ class DEU(LearnableActivation):
             # out-of-line functions of `shared`), then the evaluation
             # kernel; there is no backward pass to share.
             packed = ops.concatenate(_coefficient_rows(
-                *(params[i] for i in range(5)), *settings), axis=0)
+                *ops.unstack(params, 5), *settings), axis=0)
             return _evaluation(*clip, rank, False)(t, packed)
         surrogate = self.surrogate_gradient
         if surrogate:
