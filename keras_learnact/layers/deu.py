@@ -999,10 +999,11 @@ class DEU(LearnableActivation):
     ...     keras.layers.Dense(2),
     ... ])
     >>> layer = model.layers[1]
-    >>> [w.name for w in layer.weights], tuple(layer.ode_parameters.shape)
-    (['ode_parameters'], (5, 4))
-    >>> list(layer.parameter_values())
-    ['a', 'b', 'c', 'c1', 'c2']
+    >>> print(", ".join(w.name for w in layer.weights),
+    ...       tuple(layer.ode_parameters.shape))
+    ode_parameters (5, 4)
+    >>> print(", ".join(layer.parameter_values()))
+    a, b, c, c1, c2
     >>> tuple(layer.a.shape)  # a view of row 0
     (4,)
 
