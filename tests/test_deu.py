@@ -247,6 +247,29 @@ def test_models_saved_when_the_parameters_were_five_weights_load():
                                data["y"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+def test_unused_c1_c2_of_any_value_leave_an_identity_unit_alone(bad):
+    # Each case's values are placed by `where`, not multiplied by a 0/1
+    # mask: a c1 or c2 that the unit's case does not use (here the
+    # identity, a = b = c = 0) must not reach its output or gradient,
+    # whatever its value.
+    params = np.array([[0.0, 0.0, 0.0, bad, bad], [0.5, 0.3, 0.8, 0.2, -0.1]])
+    layer = layer_with(params)
+    clean = layer_with(np.where(np.isfinite(params) & (params < 1e3),
+                                params, 0.0))
+    x = np.linspace(-2.0, 2.0, 9, dtype="float32")[:, None].repeat(2, 1)
+    for training in (False, True):
+        y = ops.convert_to_numpy(layer(x, training=training))
+        np.testing.assert_array_equal(y[:, 0], x[:, 0])
+        np.testing.assert_array_equal(
+            y, ops.convert_to_numpy(clean(x, training=training)))
+        got, expected = (deu_gradients(each, x, training=training)
+                         for each in (layer, clean))
+        np.testing.assert_array_equal(got["inputs"], expected["inputs"])
+        for name in ("a", "b", "c"):
+            np.testing.assert_array_equal(got[name], expected[name])
+
+
 def test_initial_parameters_are_independent_draws():
     # With a, b, c independent U(0, 1), b^2 > 4ac (overdamped) has
     # probability (5 + 6 ln 2) / 36 = 0.254; a = b = c would give 0.

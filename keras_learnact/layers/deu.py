@@ -904,6 +904,13 @@ def _evaluation_kernel(exponent_cap, output_clip, rank, surrogate):
         compiled(backward))
 
 
+def _row_view(index, name):
+    """A read-only property: row `index` (the parameter `name`) of a DEU's
+    `ode_parameters`."""
+    return property(lambda layer: layer.ode_parameters[index],
+                    doc=f"Row `{name}` of `ode_parameters` (a tensor).")
+
+
 @keras.saving.register_keras_serializable(package="keras_learnact")
 class DEU(LearnableActivation):
     """Differential Equation Unit: the learned step response of an ODE.
@@ -1057,30 +1064,9 @@ class DEU(LearnableActivation):
             name="ode_parameters", shape=(len(PARAMETERS), *unit),
             initializer=initial)
 
-    @property
-    def a(self):
-        """Row `a` of `ode_parameters` (a tensor: assign to the weight)."""
-        return self.ode_parameters[0]
-
-    @property
-    def b(self):
-        """Row `b` of `ode_parameters`."""
-        return self.ode_parameters[1]
-
-    @property
-    def c(self):
-        """Row `c` of `ode_parameters`."""
-        return self.ode_parameters[2]
-
-    @property
-    def c1(self):
-        """Row `c1` of `ode_parameters`."""
-        return self.ode_parameters[3]
-
-    @property
-    def c2(self):
-        """Row `c2` of `ode_parameters`."""
-        return self.ode_parameters[4]
+    # `layer.a` ... `layer.c2`: read-only views of the rows (assign to
+    # `ode_parameters` to set them).
+    a, b, c, c1, c2 = (_row_view(i, name) for i, name in enumerate(PARAMETERS))
 
     def parameter_values(self):
         """The five parameters as NumPy arrays.
