@@ -436,6 +436,10 @@ def test_every_channel_axis_and_rank_matches_numpy_per_unit(shape, axis):
 def test_inputs_of_unknown_sizes_train_and_predict():
     # The view's sizes come from the input at run time where the model
     # leaves them unknown (images of any size, a channel axis first).
+    # Seeded: predict and an eager call round differently, by up to a few
+    # float32 ulps of a unit's largest term (1/c), which for some draws of
+    # the parameters is at the tolerance below.
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((3, None, None))
     outputs = DEU(axis=1)(keras.layers.Conv2D(
         3, 1, data_format="channels_first")(inputs))
