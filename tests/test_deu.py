@@ -270,6 +270,23 @@ def test_unused_c1_c2_of_any_value_leave_an_identity_unit_alone(bad):
             np.testing.assert_array_equal(got[name], expected[name])
 
 
+def test_a_unit_in_no_case_outputs_zero_and_leaves_the_others_alone():
+    # a = b = c = inf: b^2 - 4ac is inf - inf = NaN, so no case holds.
+    # Its coefficients are all 0 (none is selected: a non-finite
+    # quantity of its own must not be picked up), so it outputs 0, and
+    # its neighbour in the same layer keeps its own values.
+    params = np.array([[np.inf, np.inf, np.inf, 0.2, 0.1],
+                       [0.5, 0.3, 0.8, 0.2, -0.1]])
+    layer = layer_with(params)
+    alone = layer_with(params[1:])
+    x = np.linspace(-2.0, 2.0, 9, dtype="float32")[:, None].repeat(2, 1)
+    for training in (False, True):
+        y = ops.convert_to_numpy(layer(x, training=training))
+        np.testing.assert_array_equal(y[:, 0], np.zeros(9))
+        np.testing.assert_array_equal(
+            y[:, 1:], ops.convert_to_numpy(alone(x[:, 1:], training=training)))
+
+
 def test_initial_parameters_are_independent_draws():
     # With a, b, c independent U(0, 1), b^2 > 4ac (overdamped) has
     # probability (5 + 6 ln 2) / 36 = 0.254; a = b = c would give 0.

@@ -81,7 +81,8 @@ def _flags(a, b, c, epsilon):
 
 # The coefficients of each case (`_case_masks`), each named by the
 # per-unit quantity of `_quantities` it takes ("-" for its negative);
-# those not listed are 0. The oscillator's and the hyperbolic case's are
+# those not listed are 0, as is every coefficient of a unit in no case
+# (NaN in its discriminant). The oscillator's and the hyperbolic case's are
 # the under- and overdamped cases' with b = 0 (b is small there): w =
 # sqrt(ac)/a and the rates +-sqrt(-ac)/a, as signed as the spec's.
 CASE_COEFFICIENTS = {
@@ -105,7 +106,7 @@ CASE_COEFFICIENTS = {
                    "G2P": "c1", "K0Q": "inv_c", "MCQ": "mcq", "G2Q": "g2q"},
 }
 QUANTITIES = (
-    "zero", "one", "c1", "c2", "minus_sigma", "inv_c", "inv_b", "half_inv_a",
+    "one", "c1", "c2", "minus_sigma", "inv_c", "inv_b", "half_inv_a",
     "bc_rate", "ab_rate", "ab_mcp", "a_over_b2", "r_mid", "w", "r_plus",
     "r_minus", "msq", "mcq", "g2q", "r_critical", "inv_c_critical", "m1q",
 )
@@ -259,8 +260,7 @@ def _quantities(a, b, c, c1, c2, epsilon, step_sharpness, critical_damping,
         q["r_critical"], q["inv_c_critical"] = r_mid, inv_c
     q["m1q"] = q["r_critical"] * q["inv_c_critical"]
     one = ops.ones_like(a)
-    for name, value in (("zero", 0.0), ("one", 1.0),
-                        ("minus_sigma", -step_sharpness)):
+    for name, value in (("one", 1.0), ("minus_sigma", -step_sharpness)):
         q[name] = _Dual(value * one, {} if partials else None)
     return q, masks
 
@@ -269,9 +269,8 @@ def _selection(masks, like):
     """Which quantity each coefficient of every unit takes
     (`CASE_COEFFICIENTS`): `(hot, sign)`, `hot[i]` true where it takes
     the `i`-th of `QUANTITIES`, of shape `(len(QUANTITIES), COUNT,
-    *like.shape)`, and `sign` its sign, of shape `(COUNT, *like.shape)`.
-    A coefficient that a unit's case does not use takes `"zero"`, as does
-    every coefficient of a unit in no case (NaN in its discriminant).
+    *like.shape)`, and `sign` its sign (0 where it takes none), of shape
+    `(COUNT, *like.shape)`.
 
     Built from `where`s and comparisons, with no gather, stack or
     transposition: XLA fuses them into a few kernels (a gather from the
@@ -284,11 +283,8 @@ def _selection(masks, like):
                            signed)
     numbers = np.arange(len(QUANTITIES), dtype="int32").reshape(
         (-1, 1, *dims))
-    hot = ops.abs(signed)[None] == numbers + 1
-    # "zero" (number 0) where no quantity is taken.
-    hot = ops.logical_or(hot, ops.logical_and(numbers == 0,
-                                              (signed == 0)[None]))
-    return hot, ops.cast(ops.where(signed < 0, -1.0, 1.0), like.dtype)
+    return (ops.abs(signed)[None] == numbers + 1,
+            ops.cast(ops.sign(signed), like.dtype))
 
 
 def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
@@ -296,10 +292,11 @@ def deu_coefficients(a, b, c, c1, c2, epsilon=0.01, step_sharpness=100.0,
     """Per-unit rates and coefficients of the common form of every case.
 
     Each unit's case is chosen from its parameters: `A = |a| >= eps`,
-    `B = |b| >= eps`, `C = |c| >= eps`, `D = b^2 - 4ac`. Each case's
-    formulas see sanitised parameters (the real value where the case is
-    active, a harmless constant elsewhere), so no inactive case produces
-    inf or NaN, in the values or in the gradients.
+    `B = |b| >= eps`, `C = |c| >= eps`, `D = b^2 - 4ac`. The formulas
+    see a parameter only where the unit's case makes it nonzero (a
+    harmless constant elsewhere), so no other case's formula produces inf
+    or NaN, in the values or in the gradients, and a unit that falls in
+    no case (NaN in `D`) has every coefficient 0.
 
     Args:
         a, b, c, c1, c2: tensors of the same shape (one entry per unit).
@@ -348,7 +345,7 @@ def _coefficient_rows(a, b, c, c1, c2, epsilon, step_sharpness,
     hot, sign = _selection(masks, a)
     values = ops.stack([q[name].value for name in QUANTITIES])
     rows = ops.sum(ops.where(hot, values[:, None], 0.0), axis=0)
-    return rows * sign, ops.cast(ops.logical_not(hot[0]), a.dtype)
+    return rows * sign, ops.abs(sign)
 
 
 def deu_coefficient_gradient(upstream, a, b, c, c1, c2, epsilon=0.01,
