@@ -120,6 +120,44 @@ def test_models_train_with_their_kernels(make, torch_compile):
     assert after < 0.5 * before, (before, after)
 
 
+if BACKEND == "jax":
+
+    def test_eager_deu_calls_compile_a_few_programs_not_each_operation():
+        # Outside `fit` and `predict` (a layer called on its own, `curve`,
+        # the snapshot callback) JAX runs eagerly and compiled each of
+        # DEU's hundreds of small operations for its shapes: 83 programs
+        # for an inference call, 138 for a training call, 196 for its
+        # gradient. `compiled` and `with_gradient` jit each kernel: 5, 5
+        # and 10.
+        import jax
+
+        compiles = []
+
+        class Count(logging.Handler):
+            def emit(self, record):
+                if "Compiling" in record.getMessage():
+                    compiles.append(record.getMessage())
+
+        handler = Count(logging.WARNING)
+        logger = logging.getLogger("jax")
+        logger.addHandler(handler)
+        layer = kla.layers.DEU()
+        layer.build((None, 7))
+        x = np.random.default_rng(0).normal(size=(5, 7)).astype("float32")
+        counts = []
+        try:
+            with jax.log_compiles(True):
+                for training in (False, True):
+                    layer(x, training=training)
+                    counts.append(len(compiles))
+                analytic_gradients(layer, x, training=True)
+                counts.append(len(compiles))
+        finally:
+            logger.removeHandler(handler)
+        per_call = np.diff([0, *counts])
+        assert np.all(per_call <= 20), per_call
+
+
 if BACKEND == "torch":
 
     def test_compiler_failure_warns_once_and_runs_eagerly(torch_compile,

@@ -820,6 +820,21 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
                          lambda shape: (rows, *shape[1:]))
 
 
+@functools.lru_cache(maxsize=None)
+def _inference_rows(epsilon, step_sharpness, critical_damping):
+    """The coefficients and `used` masks of `_coefficient_rows`,
+    concatenated, of the five parameters stacked on the first axis, for
+    inference: written into the caller's graph on TensorFlow (exporters
+    need it: TensorFlow Lite cannot call the out-of-line functions of
+    `shared`); on JAX one compiled program (`compiled`) for eager calls."""
+    def rows(params):
+        return ops.concatenate(_coefficient_rows(
+            *ops.unstack(params, 5), epsilon, step_sharpness,
+            critical_damping), axis=0)
+
+    return compiled(rows) if keras.backend.backend() == "jax" else rows
+
+
 def _skips_terms():
     """Whether DEU's backward pass skips the terms no unit uses, by
     conditionals: everywhere but compiled PyTorch, where a conditional
@@ -1165,12 +1180,9 @@ class DEU(LearnableActivation):
         clip = (self.exponent_cap, self.output_clip)
         rank = len(t.shape)
         if training is False:
-            # Inference: the coefficients written into the caller's graph
-            # (exporters need it: TensorFlow Lite cannot call the
-            # out-of-line functions of `shared`), then the evaluation
-            # kernel; there is no backward pass to share.
-            packed = ops.concatenate(_coefficient_rows(
-                *ops.unstack(params, 5), *settings), axis=0)
+            # Inference: the coefficients (`_inference_rows`), then the
+            # evaluation kernel; there is no backward pass to share.
+            packed = _inference_rows(*settings)(params)
             return _evaluation(*clip, rank, False)(t, packed)
         surrogate = self.surrogate_gradient
         if surrogate:
