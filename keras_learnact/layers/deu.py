@@ -10,6 +10,7 @@ from keras import ops
 from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import compiled
 from keras_learnact.layers._fused import compiles
+from keras_learnact.layers._fused import shared
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
@@ -821,6 +822,21 @@ def _coefficient_kernel(epsilon, step_sharpness, critical_damping,
 
 
 @functools.lru_cache(maxsize=None)
+def _fit_outputs(epsilon, step_sharpness, critical_damping, exponent_cap):
+    """`outputs(params, t)`: the unclipped output on `t` (shape `(1, n)`)
+    of the units whose five parameters are stacked on the first axis of
+    `params` (shape `(5, units, 1)`), for the initial-function search,
+    which calls it about forty times: one traced function (`shared`), not
+    hundreds of separate operations per call."""
+    def outputs(params, t):
+        k = deu_coefficients(*ops.unstack(params, 5), epsilon,
+                             step_sharpness, critical_damping)
+        return deu_evaluate(t, k, exponent_cap)
+
+    return shared(outputs)
+
+
+@functools.lru_cache(maxsize=None)
 def _inference_rows(epsilon, step_sharpness, critical_damping):
     """The coefficients and `used` masks of `_coefficient_rows`,
     concatenated, of the five parameters stacked on the first axis, for
@@ -1292,11 +1308,10 @@ class DEU(LearnableActivation):
             np.tile([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], (count, 1))],
             axis=1)
         dtype = self._dtype()
-        params = ops.convert_to_tensor(units.T[:, :, None], dtype)
-        k = deu_coefficients(*(params[i] for i in range(5)), self.epsilon,
-                             self.step_sharpness, self.critical_damping)
-        y = deu_evaluate(ops.convert_to_tensor(x[None, :], dtype), k,
-                         self.exponent_cap)
+        outputs = _fit_outputs(self.epsilon, self.step_sharpness,
+                               self.critical_damping, self.exponent_cap)
+        y = outputs(ops.convert_to_tensor(units.T[:, :, None], dtype),
+                    ops.convert_to_tensor(x[None, :], dtype))
         y = np.asarray(ops.convert_to_numpy(y), "float64").reshape(
             count, 3, len(x))
         base = y[:, 0]
