@@ -36,12 +36,17 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
-    """Each test starts from the float32 policy and a fixed seed."""
+    """Each test starts from the float32 policy and a fixed seed.
+
+    Keras's state is cleared after each test without a full garbage
+    collection (`free_memory=False`): with TensorFlow or JAX loaded, one
+    took about 0.6 s, 41-47 % of each backend's test time; Python's own
+    collector still frees cycles as objects accumulate."""
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(1234)
     yield
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 def pytest_terminal_summary(terminalreporter):
