@@ -158,6 +158,38 @@ if BACKEND == "jax":
         assert np.all(per_call <= 20), per_call
 
 
+if BACKEND == "tensorflow":
+
+    def test_eager_deu_inference_traces_its_coefficients_once(monkeypatch):
+        # A snapshot's probe and `curve` call DEU eagerly, where its
+        # per-unit coefficients (hundreds of small operations) ran one
+        # operation at a time on every call; they are now one traced
+        # function, with the values of the inline form that a graph (and
+        # TensorFlow Lite) gets.
+        import tensorflow as tf
+
+        built = []
+        original = deu._coefficient_rows
+
+        def counting(*args):
+            built.append(tf.executing_eagerly())
+            return original(*args)
+
+        monkeypatch.setattr(deu, "_coefficient_rows", counting)
+        # Settings of their own: the traced function is made afresh.
+        layer = kla.layers.DEU(epsilon=0.0123)
+        layer.build((None, 7))
+        x = np.random.default_rng(0).normal(size=(5, 7)).astype("float32")
+        eager = [keras.ops.convert_to_numpy(layer(x, training=False))
+                 for _ in range(3)]
+        assert built == [False], built  # traced once, then reused
+        in_graph = tf.function(lambda v: layer(v, training=False))(x)
+        assert built[-1] is False and len(built) == 2  # inline in a graph
+        for y in eager:
+            np.testing.assert_allclose(y, in_graph.numpy(), rtol=1e-6,
+                                       atol=1e-6)
+
+
 if BACKEND == "torch":
 
     def test_compiler_failure_warns_once_and_runs_eagerly(torch_compile,

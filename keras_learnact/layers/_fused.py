@@ -398,6 +398,51 @@ def shared(fn):
     return fn
 
 
+def eager_traced(fn):
+    """`fn` traced once for eager calls, written inline in a graph.
+
+    For the small per-unit computations of a layer (DEU's coefficients):
+    hundreds of operations on a few numbers each, which a compiled step
+    fuses or runs cheaply, but which an eager call (a layer called on its
+    own, `curve`, the snapshot callback's probe) runs one operation at a
+    time. On TensorFlow an eager call runs `shared(fn)`, while a graph (a
+    `tf.function`, an export) gets `fn`'s operations inline, as TensorFlow
+    Lite needs (it cannot call the out-of-line functions of `shared`); on
+    JAX it is `compiled(fn)`; on PyTorch `fn` itself. TensorFlow's graph
+    optimiser may round the traced function differently from operations
+    run one at a time: PWLU's tables, whose offsets cancel, moved eager
+    outputs by up to 6e-6 from TensorFlow Lite's, so they stay eager.
+
+    Args:
+        fn: a function of tensors written with `keras.ops`, with no Python
+            arguments (close over them instead), that does not depend on
+            its arguments' static sizes.
+
+    Returns:
+        A function with the values and gradients of `fn`.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> halve = eager_traced(lambda x: 0.5 * x)
+    >>> float(ops.convert_to_numpy(halve(ops.convert_to_tensor(3.0))))
+    1.5
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return compiled(fn)
+    if backend != "tensorflow":
+        return fn
+    import tensorflow as tf
+
+    traced = shared(fn)
+
+    def call(*args):
+        return traced(*args) if tf.executing_eagerly() else fn(*args)
+
+    return call
+
+
 def _keep_shape(tensor, like):
     """`tensor` with the static shape of `like` (in a graph; the shared
     functions return tensors of unknown size)."""

@@ -10,6 +10,7 @@ from keras import ops
 from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import compiled
 from keras_learnact.layers._fused import compiles
+from keras_learnact.layers._fused import eager_traced
 from keras_learnact.layers._fused import shared
 from keras_learnact.layers._fused import with_gradient
 from keras_learnact.layers._fused import xla_kernel
@@ -840,15 +841,16 @@ def _fit_outputs(epsilon, step_sharpness, critical_damping, exponent_cap):
 def _inference_rows(epsilon, step_sharpness, critical_damping):
     """The coefficients and `used` masks of `_coefficient_rows`,
     concatenated, of the five parameters stacked on the first axis, for
-    inference: written into the caller's graph on TensorFlow (exporters
-    need it: TensorFlow Lite cannot call the out-of-line functions of
-    `shared`); on JAX one compiled program (`compiled`) for eager calls."""
+    inference; traced once for eager calls (`eager_traced`: a snapshot's
+    probe and `curve` call every DEU eagerly, which on TensorFlow ran its
+    hundreds of per-unit operations one at a time, about 10 ms a call on a
+    2-core CPU), inline in a graph."""
     def rows(params):
         return ops.concatenate(_coefficient_rows(
             *ops.unstack(params, 5), epsilon, step_sharpness,
             critical_damping), axis=0)
 
-    return compiled(rows) if keras.backend.backend() == "jax" else rows
+    return eager_traced(rows)
 
 
 def _skips_terms():
