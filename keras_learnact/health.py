@@ -242,12 +242,14 @@ def _per_channel(value, total, config):
 
 
 def _ranges(curves_count, grid, inputs, input_range):
-    """The `(channels, 2)` input range of each channel: the quantiles of
-    its inputs, the recorded range, or the grid (NaN rows: no input)."""
-    if inputs is not None:
-        return channel_ranges(inputs)
+    """The `(channels, 2)` input range of each channel: the recorded
+    range, else the quantiles of its inputs, else the grid (NaN rows: no
+    input). (The snapshot callback passes both, the range computed from
+    those inputs: not computed twice.)"""
     if input_range is not None:
         return np.asarray(input_range, "float64")
+    if inputs is not None:
+        return channel_ranges(inputs)
     return np.tile([float(grid[0]), float(grid[-1])], (curves_count, 1))
 
 
@@ -329,7 +331,9 @@ def check_layer(layer, entry, epoch, grid, thresholds=None, inputs=None,
         entry: the layer's snapshot data, as given to
             `Snapshots.add`: `class`, `curves` (`(channels, points)`),
             `params`, optionally `channels` (the curves' channel indices,
-            default all), `total_channels`, `config` and `input_range`.
+            default all), `total_channels`, `config` and `input_range`
+            (each channel's input range; without it, computed from
+            `inputs`, else the grid).
         epoch: the epoch.
         grid: the grid the curves are on.
         thresholds: as for `check_thresholds` (default its defaults).

@@ -554,7 +554,12 @@ def capture(model, layers, grid, probe=None, histogram_bins=50, choose=None,
                 or [np.zeros((0, total), "float32")])
             values = inputs[np.isfinite(inputs)]
             entry["hist_edges"] = edges
-            entry["hist_counts"] = np.histogram(values, edges)[0]
+            # Equal bins given as a count and range: NumPy computes each
+            # value's bin (the same counts as `edges`) instead of sorting
+            # the values, which took 8 ms of a conv layer's snapshot.
+            entry["hist_counts"] = np.histogram(
+                values, histogram_bins,
+                range=(float(edges[0]), float(edges[-1])))[0]
             entry["hist_outside"] = np.array(
                 [np.sum(values < edges[0]), np.sum(values > edges[-1])])
             ranges = health_checks.channel_ranges(inputs)
