@@ -335,6 +335,27 @@ def test_each_case_solves_its_ode():
     np.testing.assert_allclose(residual, 0.0, atol=atol)
 
 
+def test_overdamped_units_with_a_slow_rate_keep_float32_accuracy():
+    # When 4ac << b^2 one rate is near zero, and (-b + sqrt(b^2 - 4ac)) /
+    # (2a) cancelled in float32: the slow rate of (0.01, 10, 0.01) came
+    # out 5 % off, the outputs up to 4e-4 off (1.8e-4 for the second
+    # row). The rates and step-response coefficients are now written
+    # without the cancellation.
+    params = np.array([
+        (0.01, 10.0, 0.01, 0.5, 0.5),
+        (0.05, 3.0, 0.02, 0.3, -0.2),
+        (0.01, -10.0, 0.01, 0.5, 0.5),
+        (-0.02, -6.0, -0.03, 0.3, -0.2),
+    ])
+    assert all(np_case(*row[:3]) == "overdamped" for row in params)
+    layer = layer_with(params)
+    y = ops.convert_to_numpy(layer(np.repeat(GRID[:, None], len(params), 1),
+                                   training=False))
+    expected = np.stack([np_deu(GRID, *row, clip=layer.output_clip)
+                         for row in params], axis=1)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=5e-5)
+
+
 def test_second_order_step_responses_are_c1_at_zero():
     params = ODE_PARAMS[[4, 5, 7, 8, 9]].copy()
     params[:, 3:] = 0.0

@@ -249,10 +249,8 @@ def _quantities(a, b, c, c1, c2, epsilon, step_sharpness, critical_damping,
         "bc_rate": -cs * inv_b, "ab_rate": -bs / as_,
         "ab_mcp": -param(c1, "c1").where(masks["ab"], 0.0) * as_ * inv_b,
         "a_over_b2": as_ * inv_b * inv_b,
-        "r_mid": r_mid, "w": w, "r_plus": (root - beta) * half_inv_a,
-        "r_minus": -(beta + root) * half_inv_a,
-        "msq": -beta * inv_c / root,
-        "mcq": -(beta + root) / two_root_c, "g2q": (beta - root) / two_root_c,
+        "r_mid": r_mid, "w": w, "msq": -beta * inv_c / root,
+        **_real_roots(beta, root, as_, cs, half_inv_a, two_root_c),
     }
     if critical_damping == "reference":
         # a and c snapped to sign * |b| / 2: the rate is -sign(a) sign(b).
@@ -265,6 +263,30 @@ def _quantities(a, b, c, c1, c2, epsilon, step_sharpness, critical_damping,
     for name, value in (("one", 1.0), ("minus_sigma", -step_sharpness)):
         q[name] = _Dual(value * one, {} if partials else None)
     return q, masks
+
+
+def _real_roots(beta, root, a, c, half_inv_a, two_root_c):
+    """The rates `r_plus, r_minus = (-beta +- root) / (2a)` of the
+    overdamped and hyperbolic cases (`root^2 = beta^2 - 4ac`) and the step
+    response's `mcq = -(beta + root) / (2 root c)`, `g2q = (beta - root) /
+    (2 root c)`, as `_Dual`s, written without the cancellation of
+    `beta - root` or `beta + root` when `4ac << beta^2`: with `far = beta
+    + sign(beta) root` (no cancellation), the rate near zero is `-2c /
+    far` and the differences are `4ac / far`. (In float32, a = c = 0.01,
+    b = 10 put the direct form's slow rate 5 % off and the output 4e-4
+    off.) Every quantity is finite wherever `root > 0` and `far != 0`."""
+    positive = ops.greater_equal(beta.value, 0.0)
+    sign = ops.cast(ops.where(positive, 1.0, -1.0), beta.value.dtype)
+    far = beta + root * sign
+    steep, slow = -far * half_inv_a, -2.0 * c / far
+    spread, narrow = far / two_root_c, 2.0 * a / (root * far)
+
+    def pick(when_positive, otherwise):
+        return (when_positive.where(positive, 0.0)
+                + otherwise.where(ops.logical_not(positive), 0.0))
+
+    return {"r_plus": pick(slow, steep), "r_minus": pick(steep, slow),
+            "mcq": pick(-spread, -narrow), "g2q": pick(narrow, spread)}
 
 
 def _selection(masks, like):
