@@ -338,7 +338,7 @@ def test_each_case_solves_its_ode():
 def test_overdamped_units_with_a_slow_rate_keep_float32_accuracy():
     # When 4ac << b^2 one rate is near zero, and (-b + sqrt(b^2 - 4ac)) /
     # (2a) cancelled in float32: the slow rate of a = c = 0.01, b = 10
-    # came out 5 % off, and these rows' outputs up to 5e-4 off. The
+    # came out 0.14 % off, and these rows' outputs up to 2e-3 off. The
     # rates and step-response coefficients are now written without the
     # cancellation.
     params = np.array([
