@@ -228,9 +228,8 @@ def train(args):
             metrics=["accuracy"],
             run_eagerly=args.run_eagerly,
         )
-        # One trace of the train step on TensorFlow, not two (as in
-        # examples/cifar.py).
-        model.optimizer.build(model.trainable_variables)
+        # One trace of the train step on TensorFlow, not two.
+        cifar.build_training_state(model, strategy)
     replaced = getattr(model, "replaced_activations", ())
     images = next(iter(val))[0].numpy()
     difference = None

@@ -487,6 +487,38 @@ def _read_val_history(path):
                 if row.get("val_accuracy")]
 
 
+def build_training_state(model, strategy=None):
+    """Builds a compiled model's optimizer and metrics before training.
+
+    Keras on TensorFlow without a distribution strategy builds them inside
+    the first trace of the train step, and `tf.function`, seeing variables
+    created, traces the whole step a second time; built here, it is traced
+    once (docs/benchmarks.md, "First training step"). Under a strategy
+    Keras builds them itself, before tracing.
+
+    Args:
+        model: a compiled model with a known input shape.
+        strategy: the run's `tf.distribute` strategy, or None.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.compile("adam", "sparse_categorical_crossentropy",
+    ...               metrics=["accuracy"])
+    >>> build_training_state(model)
+    >>> model.optimizer.built
+    True
+    """
+    if strategy is not None:
+        return
+    model.optimizer.build(model.trainable_variables)
+    # The metrics build on their first update: one of two zero examples,
+    # then reset (fit resets them again at every epoch).
+    x = np.zeros((2, *model.input_shape[1:]), "float32")
+    model.compute_metrics(x, np.zeros((2,), "int32"), model(x), None)
+    model.reset_metrics()
+
+
 def _has_learnable(model):
     return any(
         isinstance(layer, kla.layers.LearnableActivation)
@@ -575,12 +607,7 @@ def train_one(args, activation, seed, strategy, out_dir):
             jit_compile=bool(args.jit),
             run_eagerly=args.run_eagerly,
         )
-        # Keras on TensorFlow (without a distribution strategy) builds the
-        # optimizer inside the first trace of the train step, which
-        # tf.function then traces again from the start; built here, the
-        # step is traced once (ResNet-32's first step 35-40 % sooner,
-        # docs/benchmarks.md, "First training step").
-        model.optimizer.build(model.trainable_variables)
+        build_training_state(model, strategy)
 
     best_path = os.path.join(out_dir, "best.weights.h5")
     meter = Throughput(args.batch_size)

@@ -161,9 +161,13 @@ def run(name, data, epochs, seed, output, bar=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    # Built now rather than inside the first trace of the train step,
-    # which TensorFlow would then trace twice (see examples/cifar.py).
+    # The optimizer and the metrics built now rather than inside the first
+    # trace of the train step, which TensorFlow would then trace twice
+    # (see `build_training_state` in examples/cifar.py); the metrics on
+    # two examples, then reset.
     model.optimizer.build(model.trainable_variables)
+    model.compute_metrics(x_train[:2], y_train[:2], model(x_train[:2]), None)
+    model.reset_metrics()
     callbacks = [_Progress(bar, name)] if bar is not None else []
     learnable = name != "relu" and output is not None
     if learnable:

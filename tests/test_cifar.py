@@ -215,6 +215,34 @@ def test_augment_keeps_shape_and_pixels():
     assert np.isin(kept, image).all()
 
 
+@pytest.mark.parametrize("prepare", ["built", "optimizer-only"])
+def test_built_training_state_leaves_one_trace_of_the_train_step(prepare):
+    # Keras on TensorFlow builds the optimizer and the compiled metrics
+    # inside the first trace of the train step, and tf.function then
+    # traces it again: examples/cifar.py built only the optimizer, and
+    # with metrics=["accuracy"] every network was still traced twice.
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                              kla.layers.PWLU(), keras.layers.Dense(3)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    if prepare == "built":
+        cifar.build_training_state(model)
+    else:
+        model.optimizer.build(model.trainable_variables)
+    calls = []
+    step = model.train_step
+    model.train_step = lambda *args: calls.append(1) or step(*args)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 4, 4, 3)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    # Eager PyTorch calls the step on each of the 4 batches.
+    once = 4 if keras.backend.backend() == "torch" else 1
+    expected = 2 if (prepare != "built"
+                     and keras.backend.backend() == "tensorflow") else once
+    assert len(calls) == expected
+
+
 def test_aggregate_and_summary(tmp_path):
     results = [
         {"activation": "relu", "test_accuracy": a, "best_val_accuracy": a,
