@@ -272,13 +272,12 @@ def channel_ranges(inputs):
     values = np.asarray(inputs)
     if values.shape[0] > RANGE_SAMPLES:
         values = values[::-(-values.shape[0] // RANGE_SAMPLES)]
-    values = values.astype("float64")
     finite = np.isfinite(values)
     if np.all(finite):
         if values.shape[0] == 0:
             return np.full((values.shape[1], 2), np.nan, "float32")
-        return np.quantile(values, RANGE_QUANTILES, axis=0).T.astype(
-            "float32")
+        return _quantiles(values, RANGE_QUANTILES)
+    values = values.astype("float64")
     values = np.where(finite, values, np.nan)
     result = np.full((values.shape[1], 2), np.nan)
     empty = ~np.any(finite, axis=0)
@@ -286,6 +285,28 @@ def channel_ranges(inputs):
         result[~empty] = np.nanquantile(
             values[:, ~empty], RANGE_QUANTILES, axis=0).T
     return result.astype("float32")
+
+
+def _quantiles(values, quantiles):
+    """`np.quantile(values, quantiles, axis=0).T` as float32, for finite
+    `(examples, channels)` values, selecting only the order statistics it
+    needs from each channel's values laid out contiguously (NumPy's own
+    partitions strided columns; a third of a snapshot's health checks).
+    The same values: the same virtual indices, and the same interpolation,
+    done by `np.quantile` between the two neighbours."""
+    columns = np.ascontiguousarray(values.T)
+    if not np.issubdtype(columns.dtype, np.floating):
+        columns = columns.astype("float64")
+    count = columns.shape[1]
+    virtual = (count - 1) * np.asarray(quantiles, "float64")
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, count - 1)
+    chosen = np.partition(columns, np.union1d(below, above), axis=1)
+    return np.stack([
+        np.quantile(np.stack([chosen[:, low], chosen[:, high]]).astype(
+            "float64"), fraction, axis=0)
+        for low, high, fraction in zip(below, above, virtual - below,
+                                       strict=True)], axis=1).astype("float32")
 
 
 def max_slope(grid, curve, low, high, points=33):

@@ -223,3 +223,32 @@ def test_old_files_load_with_no_findings_and_can_be_checked(tmp_path):
     assert [f["epoch"] for f in again.findings] == [0, 1]
     again.drop_after(0)
     assert [f["epoch"] for f in again.findings] == [0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_channel_ranges_are_numpys_quantiles(dtype):
+    # The order statistics are selected per channel rather than by
+    # np.quantile along axis 0: the same values, bit for bit, whatever the
+    # count (1 and 2 examples, ties, more than RANGE_SAMPLES examples).
+    rng = np.random.default_rng(0)
+    for count in (1, 2, 3, 17, 200, 201, health.RANGE_SAMPLES + 7):
+        for values in (rng.normal(size=(count, 3)) * 1e3,
+                       rng.integers(-2, 3, size=(count, 3))):
+            values = values.astype(dtype)
+            sampled = values[::-(-count // health.RANGE_SAMPLES)]
+            expected = np.quantile(sampled.astype("float64"),
+                                   health.RANGE_QUANTILES, axis=0)
+            np.testing.assert_array_equal(
+                health.channel_ranges(values),
+                expected.T.astype("float32"))
+    # A channel with a NaN keeps the quantiles of its finite values, one
+    # without any finite value is NaN.
+    values = rng.normal(size=(50, 3)).astype(dtype if dtype != "int64"
+                                             else "float64")
+    values[[3, 7], 0] = np.nan
+    values[:, 2] = np.inf
+    ranges = health.channel_ranges(values)
+    np.testing.assert_array_equal(
+        ranges[0], np.quantile(np.delete(values[:, 0], [3, 7]).astype(
+            "float64"), health.RANGE_QUANTILES).astype("float32"))
+    assert np.isnan(ranges[2]).all()
