@@ -189,6 +189,67 @@ if BACKEND == "tensorflow":
             np.testing.assert_allclose(y, in_graph.numpy(), rtol=1e-6,
                                        atol=1e-6)
 
+    @pytest.mark.parametrize("rows", [0, 1, 10, 11])
+    @pytest.mark.parametrize("jit", [False, True])
+    def test_in_chunks_is_the_whole_computation(rows, jit):
+        # Chunks of 2 rows (6 values of 3 columns): the chunks' rows are
+        # concatenated and their sums added, the last chunk shorter when
+        # the rows do not divide; the body is traced once. XLA compiles
+        # the function whole: there it is one call.
+        import tensorflow as tf
+
+        traced = []
+
+        def fn(x, w):
+            traced.append(x.shape)
+            return 2.0 * x * w, keras.ops.sum(x * w, axis=0)
+
+        x = np.arange(3.0 * rows, dtype="float32").reshape(rows, 3) - 4.0
+        w = np.linspace(-1, 1, 3 * rows, dtype="float32").reshape(rows, 3)
+        whole, total = tf.function(lambda x, w: _fused.in_chunks(
+            fn, (x, w), tf.zeros((3,)), elements=6), jit_compile=jit)(x, w)
+        np.testing.assert_array_equal(whole.numpy(), 2.0 * x * w)
+        np.testing.assert_allclose(total.numpy(), np.sum(x * w, axis=0),
+                                   rtol=1e-6)
+        assert len(traced) == 1
+        assert traced[0][0] == (rows if jit else None)
+
+    @pytest.mark.parametrize("jit", [False, True])
+    def test_deu_backward_in_chunks_matches_one_pass(monkeypatch, jit):
+        # DEU's backward pass runs in chunks of about CHUNK_ELEMENTS values
+        # on TensorFlow: 70 examples of 64 x 80 are two chunks, of 51 and
+        # 19 examples. The gradients must be those of one pass (float64:
+        # only the sums' order differs), with the model compiled by XLA
+        # too, where the pass is one.
+        import tensorflow as tf
+
+        x = np.random.default_rng(1).normal(size=(70, 64, 80)) * 2
+
+        def gradients():
+            deu._evaluation_kernel.cache_clear()
+            layer = kla.layers.DEU(dtype="float64")
+            layer.build((None, 64, 80))
+            layer.ode_parameters.assign(np.random.default_rng(2).normal(
+                size=(5, 80)) * 0.6)
+
+            def step(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x, training=True)
+                    loss = tf.reduce_sum(tf.sin(y))
+                return tape.gradient(loss, [x, layer.ode_parameters.value])
+
+            return [g.numpy() for g in tf.function(step, jit_compile=jit)(
+                tf.constant(x))]
+
+        chunked = gradients()
+        monkeypatch.setattr(deu, "in_chunks",
+                            lambda fn, tensors, zero: fn(*tensors))
+        whole = gradients()
+        deu._evaluation_kernel.cache_clear()
+        for a, b in zip(chunked, whole, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
 
 if BACKEND == "torch":
 

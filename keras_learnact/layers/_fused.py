@@ -233,6 +233,78 @@ def trained(fn, gradient):
     return with_gradient(forward, gradient), forward
 
 
+# The elements of one chunk of `in_chunks` (2^18 float32 values, 1 MiB),
+# so that the temporaries of a chunk's passes stay in a CPU's cache.
+CHUNK_ELEMENTS = 2 ** 18
+
+
+def in_chunks(fn, tensors, zero, elements=CHUNK_ELEMENTS):
+    """`fn(*tensors)` computed on chunks of their first axis in turn, on
+    TensorFlow without XLA.
+
+    `fn` returns a pair: a tensor whose first axis matches the inputs'
+    (concatenated from the chunks) and one summed over that axis (added up
+    over the chunks). TensorFlow without XLA runs each operation as a pass
+    over its whole input; a chain of passes over chunks of about
+    `elements` values reads and writes the chunk's temporaries in the
+    CPU's cache rather than in memory, and keeps only one chunk's
+    temporaries alive (DEU's backward pass on 128x1024x32: 88-96 ms whole,
+    56-58 ms in chunks of 8 examples, its sums closer to float64's). On
+    JAX, PyTorch and under XLA, `fn(*tensors)` as is.
+
+    Args:
+        fn: `fn(*chunks) -> (rows, summed)`, written with `keras.ops`.
+        tensors: tensors with the same first axis.
+        zero: zeros shaped like the summed tensor.
+        elements: about how many values of the first tensor one chunk
+            holds (at least one row).
+
+    Returns:
+        `(rows, summed)` of the whole tensors.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> x = ops.reshape(ops.arange(12.0), (4, 3))
+    >>> rows, total = in_chunks(lambda v: (2.0 * v, ops.sum(v, axis=0)),
+    ...                         (x,), ops.zeros((3,)), elements=3)
+    >>> ops.convert_to_numpy(total).tolist()
+    [18.0, 22.0, 26.0]
+    """
+    if keras.backend.backend() != "tensorflow":
+        return fn(*tensors)
+    import tensorflow as tf
+
+    if tf.executing_eagerly() or _in_xla(tf):
+        return fn(*tensors)
+    first = tensors[0]
+    shape = tf.shape(first)
+    rows = tf.maximum(1, elements // tf.maximum(1, tf.reduce_prod(shape[1:])))
+    count = tf.maximum(1, (shape[0] + rows - 1) // rows)
+
+    def body(i, total, parts):
+        begin = i * rows
+        whole, summed = fn(*(x[begin:begin + rows] for x in tensors))
+        return i + 1, total + summed, parts.write(i, whole)
+
+    _, total, parts = tf.while_loop(
+        lambda i, *_: i < count, body,
+        (0, zero, tf.TensorArray(first.dtype, size=count,
+                                 infer_shape=False)),
+        parallel_iterations=1)
+    whole = parts.concat()
+    whole.set_shape(first.shape)
+    return whole, total
+
+
+def _in_xla(tf):
+    """Whether the graph being built is compiled by XLA as a whole."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph())
+
+
 def compiled(fn):
     """`fn` compiled by `torch.compile` on PyTorch, as one fused kernel
     for its forward pass and one for its backward pass.
@@ -378,14 +450,16 @@ def shared(fn):
 
         def call(*args):
             args = [tf.convert_to_tensor(a) for a in args]
-            key = tuple((len(a.shape), a.dtype) for a in args)
+            # Traced apart for callers that XLA compiles: `fn` may build
+            # different operations there (see `in_chunks`).
+            key = (_in_xla(tf), *((len(a.shape), a.dtype) for a in args))
             if key not in by_signature:
                 # Kept as one call in the caller's graph (not inlined), so
                 # that TensorFlow optimises its body once, not per layer.
                 by_signature[key] = tf.function(
                     functools.partial(fn), autograph=False,
                     input_signature=[tf.TensorSpec([None] * rank, dtype)
-                                     for rank, dtype in key],
+                                     for rank, dtype in key[1:]],
                     experimental_attributes={"_noinline": True},
                 )
             return by_signature[key](*args)
