@@ -250,6 +250,38 @@ if BACKEND == "tensorflow":
         for a, b in zip(chunked, whole, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
+    def test_abu_backward_in_chunks_matches_one_pass(monkeypatch):
+        # With one weight set per layer, ABU's backward kernel runs on
+        # chunks of the batch (fuse(chunks=True)): two chunks here, as for
+        # DEU above; float64 gradients of the input and of every weight
+        # must be those of one pass.
+        import tensorflow as tf
+
+        x = np.random.default_rng(1).normal(size=(70, 64, 80)) * 2
+
+        def gradients():
+            abu._blend_kernel.cache_clear()
+            layer = kla.layers.ABU(dtype="float64")
+            layer.build((None, 64, 80))
+
+            def step(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
+                return tape.gradient(
+                    loss, [x] + [w.value for w in layer.trainable_weights])
+
+            return [g.numpy() for g in tf.function(step)(tf.constant(x))]
+
+        chunked = gradients()
+        monkeypatch.setattr(_fused, "in_chunks",
+                            lambda fn, tensors, zero: fn(*tensors))
+        whole = gradients()
+        abu._blend_kernel.cache_clear()
+        assert len(whole) > 2
+        for a, b in zip(chunked, whole, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
 
 if BACKEND == "torch":
 

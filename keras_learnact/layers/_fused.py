@@ -54,7 +54,7 @@ RECOMPILE_LIMIT = 64
 TORCH_COMPILE_VARIABLE = "KERAS_LEARNACT_TORCH_COMPILE"
 
 
-def fuse(fn, gradient=None, torch_compile=False):
+def fuse(fn, gradient=None, torch_compile=False, chunks=False):
     """Returns `fn` fused as described in the module docstring.
 
     Args:
@@ -69,6 +69,12 @@ def fuse(fn, gradient=None, torch_compile=False):
             compiled autodiff) instead of `fn`: for functions of tensors
             alone, cached per configuration, not a layer's methods (the
             compiler guards on the layer and compiles again for each).
+        chunks: whether TensorFlow runs `gradient` on chunks of the batch
+            in turn (`in_chunks`), which keeps only a chunk's temporaries
+            alive: ABU's backward kernel writes ten full-size tensors
+            (with one weight set per layer, peak training memory 1.85x
+            ReLU's whole, 1.39x in chunks, the same speed); PWLU's, and
+            ABU's with per-channel weights, took longer in chunks.
 
     Returns:
         A function with the signature and gradients of `fn`.
@@ -92,7 +98,7 @@ def fuse(fn, gradient=None, torch_compile=False):
         # sizes between calls, and a rank must stay known for `fn`.
         rank = len(x.shape)
         if rank not in by_rank:
-            by_rank[rank] = _fuse_tensorflow(fn, gradient)
+            by_rank[rank] = _fuse_tensorflow(fn, gradient, chunks)
         return by_rank[rank](x, *params)
 
     return call
@@ -253,9 +259,10 @@ def in_chunks(fn, tensors, zero, elements=CHUNK_ELEMENTS):
     JAX, PyTorch and under XLA, `fn(*tensors)` as is.
 
     Args:
-        fn: `fn(*chunks) -> (rows, summed)`, written with `keras.ops`.
+        fn: `fn(*chunks) -> (rows, summed)`, written with `keras.ops`;
+            `summed` a tensor or a tuple of them.
         tensors: tensors with the same first axis.
-        zero: zeros shaped like the summed tensor.
+        zero: zeros shaped like `summed` (a tensor or a tuple).
         elements: about how many values of the first tensor one chunk
             holds (at least one row).
 
@@ -285,7 +292,8 @@ def in_chunks(fn, tensors, zero, elements=CHUNK_ELEMENTS):
     def body(i, total, parts):
         begin = i * rows
         whole, summed = fn(*(x[begin:begin + rows] for x in tensors))
-        return i + 1, total + summed, parts.write(i, whole)
+        return (i + 1, tf.nest.map_structure(tf.add, total, summed),
+                parts.write(i, whole))
 
     _, total, parts = tf.while_loop(
         lambda i, *_: i < count, body,
@@ -568,7 +576,7 @@ def xla_kernel(fn, relax_shapes=True):
     )
 
 
-def _fuse_tensorflow(fn, custom_gradient):
+def _fuse_tensorflow(fn, custom_gradient, chunks):
     import tensorflow as tf
 
     def vjp(upstream, sources, fn_of_sources):
@@ -589,8 +597,16 @@ def _fuse_tensorflow(fn, custom_gradient):
     @tf.custom_gradient
     def fused(x, *params):
         def gradient(upstream):
-            if custom_gradient is not None:
+            if custom_gradient is not None and not chunks:
                 return tuple(custom_gradient(upstream, x, *params))
+            if custom_gradient is not None:
+                def part(upstream, x):
+                    dx, *dparams = custom_gradient(upstream, x, *params)
+                    return dx, tuple(dparams)
+
+                dx, dparams = in_chunks(part, (upstream, x), tuple(
+                    tf.zeros_like(p) for p in params))
+                return (dx, *dparams)
             dx = input_gradient(upstream, x, *params)
             if not params:
                 return dx

@@ -76,8 +76,12 @@ def _blend_kernel(basis, layout):
     """`_blend_functions(basis, layout)` `fuse`d; one for every layer with
     this basis and layout."""
     blend, blend_gradient = _blend_functions(basis, layout)
+    # One weight set per layer: its backward kernel runs in chunks of the
+    # batch on TensorFlow (peak training memory 1.85x -> 1.39x ReLU's, the
+    # same speed); per channel, the chunks' per-channel sums took longer
+    # (train step 1.75x -> 2.0x), so the kernel runs whole.
     return fuse(blend, gradient=xla_kernel(blend_gradient),
-                torch_compile=True)
+                torch_compile=True, chunks=layout.channel is None)
 
 
 @functools.lru_cache(maxsize=None)
