@@ -306,11 +306,16 @@ def in_chunks(fn, tensors, zero, elements=CHUNK_ELEMENTS):
 
 
 def _in_xla(tf):
-    """Whether the graph being built is compiled by XLA as a whole."""
-    from tensorflow.python.ops import control_flow_util
+    """Whether the graph being built is compiled by XLA as a whole (read
+    from TensorFlow's own, private, check; where it is missing, assumed,
+    so that `in_chunks` runs whole, as XLA needs)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
 
-    return control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph())
+        check = control_flow_util.GraphOrParentsInXlaContext
+    except (ImportError, AttributeError):
+        return True
+    return check(tf.compat.v1.get_default_graph())
 
 
 def compiled(fn):
