@@ -214,55 +214,16 @@ if BACKEND == "tensorflow":
         assert len(traced) == 1
         assert traced[0][0] == (rows if jit else None)
 
-    @pytest.mark.parametrize("jit", [False, True])
-    def test_deu_backward_in_chunks_matches_one_pass(monkeypatch, jit):
-        # DEU's backward pass runs in chunks of about CHUNK_ELEMENTS values
-        # on TensorFlow: 70 examples of 64 x 80 are two chunks, of 51 and
-        # 19 examples. The gradients must be those of one pass (float64:
-        # only the sums' order differs), with the model compiled by XLA
-        # too, where the pass is one.
+    def in_chunks_and_whole(monkeypatch, module, kernels, make_layer, x,
+                            jit=False):
+        """The float64 gradients of `sum(sin(layer(x)))` for the input and
+        every weight, with `module`'s `in_chunks` and with it replaced by
+        one pass (`kernels`: the cached kernels to make afresh)."""
         import tensorflow as tf
 
-        x = np.random.default_rng(1).normal(size=(70, 64, 80)) * 2
-
         def gradients():
-            deu._evaluation_kernel.cache_clear()
-            layer = kla.layers.DEU(dtype="float64")
-            layer.build((None, 64, 80))
-            layer.ode_parameters.assign(np.random.default_rng(2).normal(
-                size=(5, 80)) * 0.6)
-
-            def step(x):
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    y = layer(x, training=True)
-                    loss = tf.reduce_sum(tf.sin(y))
-                return tape.gradient(loss, [x, layer.ode_parameters.value])
-
-            return [g.numpy() for g in tf.function(step, jit_compile=jit)(
-                tf.constant(x))]
-
-        chunked = gradients()
-        monkeypatch.setattr(deu, "in_chunks",
-                            lambda fn, tensors, zero: fn(*tensors))
-        whole = gradients()
-        deu._evaluation_kernel.cache_clear()
-        for a, b in zip(chunked, whole, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
-
-    def test_abu_backward_in_chunks_matches_one_pass(monkeypatch):
-        # With one weight set per layer, ABU's backward kernel runs on
-        # chunks of the batch (fuse(chunks=True)): two chunks here, as for
-        # DEU above; float64 gradients of the input and of every weight
-        # must be those of one pass.
-        import tensorflow as tf
-
-        x = np.random.default_rng(1).normal(size=(70, 64, 80)) * 2
-
-        def gradients():
-            abu._blend_kernel.cache_clear()
-            layer = kla.layers.ABU(dtype="float64")
-            layer.build((None, 64, 80))
+            kernels.cache_clear()
+            layer = make_layer()
 
             def step(x):
                 with tf.GradientTape() as tape:
@@ -271,17 +232,54 @@ if BACKEND == "tensorflow":
                 return tape.gradient(
                     loss, [x] + [w.value for w in layer.trainable_weights])
 
-            return [g.numpy() for g in tf.function(step)(tf.constant(x))]
+            return [g.numpy() for g in tf.function(step, jit_compile=jit)(
+                tf.constant(x))]
 
         chunked = gradients()
-        monkeypatch.setattr(_fused, "in_chunks",
+        monkeypatch.setattr(module, "in_chunks",
                             lambda fn, tensors, zero: fn(*tensors))
         whole = gradients()
-        abu._blend_kernel.cache_clear()
-        assert len(whole) > 2
+        kernels.cache_clear()
+        assert len(whole) >= 2
         for a, b in zip(chunked, whole, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
+    # 70 examples of 64 x 80 values are two chunks of about
+    # CHUNK_ELEMENTS values (51 and 19 examples).
+    CHUNKED_INPUT = np.random.default_rng(1).normal(size=(70, 64, 80)) * 2
+
+    @pytest.mark.parametrize("jit", [False, True])
+    def test_deu_backward_in_chunks_matches_one_pass(monkeypatch, jit):
+        # DEU's backward pass runs on chunks of the batch on TensorFlow;
+        # the gradients must be those of one pass (float64: only the sums'
+        # order differs), with the model compiled by XLA too, where the
+        # pass is one.
+        def make():
+            layer = kla.layers.DEU(dtype="float64")
+            layer.build((None, 64, 80))
+            layer.ode_parameters.assign(np.random.default_rng(2).normal(
+                size=(5, 80)) * 0.6)
+            return layer
+
+        in_chunks_and_whole(monkeypatch, deu, deu._evaluation_kernel, make,
+                            CHUNKED_INPUT, jit)
+
+    def test_abu_backward_in_chunks_matches_one_pass(monkeypatch):
+        # With one weight set per layer, ABU's backward kernel runs on
+        # chunks of the batch (fuse(chunks=True)).
+        in_chunks_and_whole(
+            monkeypatch, _fused, abu._blend_kernel,
+            lambda: kla.layers.ABU(dtype="float64"), CHUNKED_INPUT)
+
+    @pytest.mark.parametrize("version", ["A", "B"])
+    def test_rational_backward_in_chunks_matches_one_pass(monkeypatch,
+                                                          version):
+        # Rational with one set of coefficients per layer sums its
+        # gradients over rows in chunks of the batch.
+        in_chunks_and_whole(
+            monkeypatch, rational, rational._kernels,
+            lambda: kla.layers.Rational(version=version, dtype="float64"),
+            CHUNKED_INPUT)
 
 if BACKEND == "torch":
 

@@ -10,6 +10,7 @@ from keras import ops
 from keras_learnact.layers import _initial
 from keras_learnact.layers._fused import SEPARATE_KERNELS
 from keras_learnact.layers._fused import fuse
+from keras_learnact.layers._fused import in_chunks
 from keras_learnact.layers._fused import trained
 from keras_learnact.layers._fused import xla_kernel
 from keras_learnact.layers.base import LearnableActivation
@@ -27,8 +28,8 @@ C_FLOOR = 0.1
 DEFAULT_RANGE = (-3.0, 3.0)
 # The length of the rows a layer-granularity backward pass sums over, a
 # power of two: 8 measured fastest of 8 to 64 for 128x32x32x32 (2-core
-# CPU). Its partial sums briefly take (m + 1 + n) / ROW_WIDTH times the
-# input's memory (1.25x at the default degrees).
+# CPU). Its partial sums take (m + 1 + n) / ROW_WIDTH times the memory of
+# the chunk of the batch they are computed on (see `backward_by_rows`).
 ROW_WIDTH = 8
 
 
@@ -252,13 +253,19 @@ def _kernels(version, count_a, count_b, channel_axes):
         and sums each term over rows of `ROW_WIDTH` elements (a short,
         vectorised loop for XLA's CPU compiler, which sums a whole tensor
         slowly); 128x32x32x32 on a 2-core CPU: 15 ms against 24 ms for
-        three elementwise kernels and the sums of `power_sums`."""
-        width = _row_width(x)
-        dx, sums = fused_row_sums(ops.reshape(x, (-1, width)),
-                                  ops.reshape(upstream, (-1, width)),
-                                  numerator, *denominator)
-        sums = ops.sum(sums, axis=0)
-        grads = [ops.reshape(dx, ops.shape(x)), sums[:count_a]]
+        three elementwise kernels and the sums of `power_sums`. It runs
+        on chunks of the batch in turn (`in_chunks`), so that the rows'
+        partial sums take a chunk's memory, not 1.25x the input's."""
+        def part(upstream, x):
+            width = _row_width(x)
+            dx, sums = fused_row_sums(ops.reshape(x, (-1, width)),
+                                      ops.reshape(upstream, (-1, width)),
+                                      numerator, *denominator)
+            return ops.reshape(dx, ops.shape(x)), ops.sum(sums, axis=0)
+
+        terms = count_a + (count_b if denominator else 0)
+        dx, sums = in_chunks(part, (upstream, x), ops.zeros((terms,), x.dtype))
+        grads = [dx, sums[:count_a]]
         if denominator:
             db = sums[count_a:]
             if version == "A":
