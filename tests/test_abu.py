@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 import keras_learnact as kla
+from keras_learnact.layers import _basis
 from keras_learnact.layers import abu
 from keras_learnact.layers import adaptive_scaling
 
@@ -257,6 +258,47 @@ F32_MAX = float(np.finfo("float32").max)
 EXTREMES = np.array([-F32_MAX, -1e30, -1e20, -1e4, -120.0, -100.0, -30.0,
                      -1.5, -1e-3, 0.0, 2e-3, 0.7, 25.0, 39.0, 41.0, 100.0,
                      120.0, 1e4, 1e20, 1e30, F32_MAX])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="what JAX hands to XLA")
+def test_swish_hands_xla_no_clamp_on_jax():
+    """XLA's CPU compiler puts into its fused YNNPACK graph only operations
+    YNNPACK supports, and `clamp` is not one: the clip that guards TFLite
+    split the benchmark CNN with AdaptiveScaling("swish") into seven
+    YNNPACK graphs (JAX's clip is a maximum and a minimum, which XLA
+    makes one clamp). Off TensorFlow there is no clip, and no value changes
+    (the logistic function is 0 or 1 exactly beyond the clip)."""
+    x = np.array([-3e38, -1e30, -1000.5, -2.0, 0.0, 2.0, 1000.5, 1e30, 3e38],
+                 "float32")
+    layer = kla.layers.AdaptiveScaling("swish")
+    assert "clamp(" not in compiled_inference(layer, x)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(x)),
+                               np_stable("swish", x), rtol=1e-6)
+
+
+def compiled_inference(layer, x):
+    """The HLO text of `layer(x)` as XLA compiles it on JAX."""
+    import jax
+
+    layer.build(x.shape)
+    return jax.jit(lambda v: layer(v)).lower(x).compile().as_text()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="what JAX hands to XLA")
+def test_default_abu_hands_xla_no_select_on_jax():
+    """Keras's ELU is a select, which XLA's CPU compiler does not put into
+    its fused YNNPACK graph: ABU's default basis split the benchmark CNN
+    into seven graphs (`predict` 1.9x ReLU's). Its own ELU has Keras's
+    values, also at the extremes and for NaN."""
+    x = np.array([-3e38, -1e30, -30.0, -1.0, -1e-8, 0.0, 1e-8, 0.5, 1e30,
+                  3e38, np.nan], "float32")
+    text = compiled_inference(kla.layers.ABU(), x)
+    assert "select(" not in text and "clamp(" not in text
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(_basis.elu(ops.convert_to_tensor(x))),
+        ops.convert_to_numpy(keras.activations.elu(ops.convert_to_tensor(x))))
 
 
 def np_stable(name, x):
